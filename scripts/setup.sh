@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Creates .venv with the package, the Triton server (pytriton wheel), tritonclient and perf_analyzer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && ! ldconfig -p | grep -q libb64.so.0d; then
+    # perf_analyzer links libb64; the Python-backend stub embeds the system libpython3.11.
+    (apt-get update -qq && apt-get install -y -qq libb64-0d libpython3.11 >/dev/null) || echo "setup: apt-get failed; perf_analyzer may not run"
+fi
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[serve,dev]"
+echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, numpy; print("torch", torch.__version__, "numpy", numpy.__version__)'))"

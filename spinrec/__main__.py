@@ -1,0 +1,3 @@
+from spinrec.cli import main
+
+raise SystemExit(main())
