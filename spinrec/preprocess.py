@@ -49,7 +49,9 @@ def decode_image(data: bytes | bytearray | memoryview, max_pixels: int = MAX_PIX
     except Image.DecompressionBombError as e:
         raise ImageError(f"image too large: {e}") from None
     except Exception:
-        raise ImageError(f"not a recognised image ({len(data)} bytes starting {data[:8]!r})") from None
+        raise ImageError(
+            f"not a recognised image, or its header is truncated ({len(data)} bytes starting {data[:8]!r})"
+        ) from None
     if fmt not in FORMATS:
         raise ImageError(f"unsupported image format {fmt}; supported: {', '.join(FORMATS)}")
     if width <= 0 or height <= 0:

@@ -1,0 +1,62 @@
+"""The command line: convert a PaddleOCR checkpoint, then read images with the reference recognizer."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import torch
+
+from spinrec import weights
+from spinrec.models import SPIN, SPINConfig
+from spinrec.recognizer import Recognizer
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "spinrec", *args], capture_output=True, text=True, timeout=300)
+
+
+def _word_png(path, text):
+    img = np.full((48, 160, 3), 235, np.uint8)
+    cv2.putText(img, text, (6, 34), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (20, 20, 20), 2)
+    cv2.imwrite(str(path), img)
+
+
+def test_convert_then_recognize(tmp_path):
+    torch.manual_seed(0)
+    model = SPIN(SPINConfig()).eval()
+    pd = tmp_path / "best_accuracy.pdparams"
+    weights.write_pdparams(weights.to_paddle(model), pd)
+    st = tmp_path / "spin.safetensors"
+    r = _run("convert-paddle", str(pd), str(st))
+    assert r.returncode == 0, r.stderr
+    assert "50,686,693 parameters" in r.stdout
+
+    images = [tmp_path / "a.png", tmp_path / "b.png"]
+    _word_png(images[0], "hello")
+    _word_png(images[1], "42")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    r = _run("recognize", "--json", "--weights", str(st), *map(str, images), str(tmp_path / "bad.png"))
+    assert r.returncode == 1  # one image failed
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    expected = Recognizer(model).recognize([p.read_bytes() for p in images])
+    assert [row["text"] for row in rows[:2]] == [e.text for e in expected]
+    assert rows[2]["path"].endswith("bad.png") and "not a recognised image" in rows[2]["error"]
+
+
+def test_convert_reports_bad_checkpoint(tmp_path):
+    pd = tmp_path / "wrong.pdparams"
+    weights.write_pdparams({"head.generator.weight": np.zeros((2, 2), np.float32)}, pd)
+    r = _run("convert-paddle", str(pd), str(tmp_path / "out.safetensors"))
+    assert r.returncode == 2
+    assert "missing" in r.stderr and "transform.sp_net.bn.scale" in r.stderr
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_init_is_deterministic(tmp_path):
+    for name in ("a", "b"):
+        assert _run("init", str(tmp_path / f"{name}.safetensors"), "--seed", "3").returncode == 0
+    a, b = (weights.load(tmp_path / f"{n}.safetensors").state_dict() for n in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "reads nothing" in weights.read_metadata(tmp_path / "a.safetensors")["source"]
