@@ -1,0 +1,114 @@
+"""The attention decoder in NumPy: sequence features -> per-step class probabilities, without PyTorch.
+
+Same computation as :class:`spinrec.models.attention_head.SPINAttentionHead` in eval mode, for serving
+processes that should not load PyTorch (hundreds of MB per process). The loop runs once per *batch*:
+every step is a handful of float32 matrix products over all sequences at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from spinrec.charset import EOS_INDEX, SOS_INDEX
+
+_PREFIX = "head."
+_KEYS = (
+    "attention_cell.i2h.weight",
+    "attention_cell.h2h.weight",
+    "attention_cell.h2h.bias",
+    "attention_cell.score.weight",
+    "attention_cell.rnn.weight_ih",
+    "attention_cell.rnn.weight_hh",
+    "attention_cell.rnn.bias_ih",
+    "attention_cell.rnn.bias_hh",
+    "generator.weight",
+    "generator.bias",
+)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # Written with tanh: exp(-x) overflows float32 for x < -88, tanh saturates instead.
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)
+
+
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+class AttentionDecoder:
+    """Greedy SPIN attention decoding with the head's weights (PyTorch layouts, ``[out, in]``).
+
+    Args:
+        state: the ten ``head.*`` tensors of a SPIN state dict (with or without the ``head.`` prefix).
+        max_steps: decoding steps (``max_text_length + 1``, 26).
+    """
+
+    def __init__(self, state: Mapping[str, np.ndarray], max_steps: int = 26):
+        get = {k[len(_PREFIX):] if k.startswith(_PREFIX) else k: np.asarray(v, np.float32) for k, v in state.items()}
+        missing = [k for k in _KEYS if k not in get]
+        if missing:
+            raise KeyError(f"head weights missing: {', '.join(missing)}")
+        self.max_steps = max_steps
+        self.w_i2h = get["attention_cell.i2h.weight"].T.copy()  # [C, Hd]
+        self.w_h2h = get["attention_cell.h2h.weight"].T.copy()  # [Hd, Hd]
+        self.b_h2h = get["attention_cell.h2h.bias"]
+        self.w_score = get["attention_cell.score.weight"][0]  # [Hd]
+        w_ih = get["attention_cell.rnn.weight_ih"]
+        channels = self.w_i2h.shape[0]
+        self.w_ctx = w_ih[:, :channels].T.copy()  # [C, 4 Hd]
+        # one_hot(y) @ W_emb^T is a row of W_emb^T: fold both LSTM biases into that table once.
+        self.emb = (w_ih[:, channels:].T + get["attention_cell.rnn.bias_ih"] + get["attention_cell.rnn.bias_hh"]).astype(np.float32)
+        self.w_hh = get["attention_cell.rnn.weight_hh"].T.copy()  # [Hd, 4 Hd]
+        self.w_gen = get["generator.weight"].T.copy()  # [Hd, classes]
+        self.b_gen = get["generator.bias"]
+        self.hidden_size = self.w_h2h.shape[0]
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, max_steps: int | None = None) -> "AttentionDecoder":
+        """Read only the ``head.*`` tensors of a safetensors checkpoint (float16 ones are widened)."""
+        import json
+
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as f:
+            state = {k: f.get_tensor(k) for k in f.keys() if k.startswith(_PREFIX)}
+            meta = f.metadata() or {}
+        if max_steps is None:
+            max_steps = json.loads(meta.get("spin_config", "{}")).get("max_text_length", 25) + 1
+        return cls(state, max_steps)
+
+    def project(self, feats: np.ndarray) -> np.ndarray:
+        """``i2h(feats)``: ``[B, T, C]`` -> ``[B, T, Hd]``, constant over the decoding steps."""
+        return feats @ self.w_i2h
+
+    def __call__(self, feats: np.ndarray, stop_at_eos: bool = True) -> np.ndarray:
+        """``[B, T, C]`` float32 features -> ``[B, S, classes]`` probabilities, S <= ``max_steps``
+        (fewer only with ``stop_at_eos``, once every sequence has emitted eos)."""
+        feats = np.ascontiguousarray(feats, dtype=np.float32)
+        b = feats.shape[0]
+        proj = self.project(feats)
+        h = np.zeros((b, self.hidden_size), np.float32)
+        c = np.zeros_like(h)
+        y = np.full(b, SOS_INDEX, dtype=np.int64)
+        done = np.zeros(b, dtype=bool)
+        logits = []
+        hd = self.hidden_size
+        for _ in range(self.max_steps):
+            e = np.tanh(proj + (h @ self.w_h2h + self.b_h2h)[:, None, :]) @ self.w_score  # [B, T]
+            alpha = _softmax(e, axis=1)
+            context = np.einsum("bt,btc->bc", alpha, feats)
+            gates = context @ self.w_ctx + self.emb[y] + h @ self.w_hh
+            c = _sigmoid(gates[:, hd : 2 * hd]) * c + _sigmoid(gates[:, :hd]) * np.tanh(gates[:, 2 * hd : 3 * hd])
+            h = _sigmoid(gates[:, 3 * hd :]) * np.tanh(c)
+            z = h @ self.w_gen + self.b_gen
+            logits.append(z)
+            y = z.argmax(axis=1)
+            if stop_at_eos:
+                done |= y == EOS_INDEX
+                if done.all():
+                    break
+        return _softmax(np.stack(logits, axis=1), axis=2).astype(np.float32)
