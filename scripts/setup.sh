@@ -9,4 +9,7 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[serve,dev]"
+# Type stubs of TensorRT's Python API for the engine builder's mypy check; --no-deps because their declared
+# dependency is the real TensorRT, which installs only from NVIDIA's own index.
+.venv/bin/python -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, numpy; print("torch", torch.__version__, "numpy", numpy.__version__)'))"

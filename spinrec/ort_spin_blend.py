@@ -1,0 +1,281 @@
+"""The ``SpinBlend`` plugin's kernel library from Python, and ONNX Runtime sessions for plugin graphs.
+
+The library is built from ``builders/plugins/spinBlendPlugin`` (``spinBlendKernel.cu`` for the GPU
+kernel, ``spinBlendReference.cpp`` for the CPU reference that runs the kernel's own per-pixel functions)
+and loaded with ctypes. On CPU, a graph exported with ``blend="plugin"`` runs in ONNX Runtime with the
+node implemented by that reference through an onnxruntime-extensions PyOp.
+
+PyOps read only scalar attributes (int, float, string), so :func:`session` hands ORT a copy of the graph
+whose ``SpinBlend`` nodes also carry the ``exponents`` list as the string attribute ``exponents_text``;
+the file itself keeps exactly the plugin's fields.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+
+from spinrec.onnx_export import PLUGIN_DOMAIN, PLUGIN_OP, has_plugin_nodes
+
+PLUGIN_DIR = Path(__file__).resolve().parents[1] / "builders" / "plugins" / "spinBlendPlugin"
+SOURCES = ("spinBlendKernel.cuh", "spinBlendKernel.cu", "spinBlendReference.cpp")
+# CUDA 13 supports sm_75 and newer; the last architecture also carries PTX for newer GPUs.
+GPU_ARCHS = ("75", "80", "86", "89", "90")
+MAX_EXPONENTS = 32  # spin::kMaxExponents
+LIBRARY_ENV = "SPINREC_BLEND_LIBRARY"
+EXPONENTS_TEXT = "exponents_text"
+_FLOAT32, _FLOAT16 = 0, 1  # spin::IoType
+
+
+class BlendLibraryError(RuntimeError):
+    """The kernel library could not be built or loaded."""
+
+
+class _Shape(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int32) for n in ("batch", "channels", "height", "width", "off_height", "off_width")]
+
+
+class _Curves(ctypes.Structure):
+    _fields_ = [("count", ctypes.c_int32), ("exponents", ctypes.c_float * MAX_EXPONENTS), ("eps", ctypes.c_float)]
+
+
+def _cuda_home() -> Path | None:
+    """The CUDA toolkit folder holding include/cuda_fp16.h: $CUDA_HOME, $CUDA_PATH, the one of nvcc on PATH
+    (through wrapper scripts: then /usr/local/cuda*), newest first."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(str(Path(nvcc).resolve().parents[1]))
+    candidates += [str(p) for p in sorted(Path("/usr/local").glob("cuda*"), reverse=True)]
+    return next((Path(c) for c in candidates if c and Path(c, "include", "cuda_fp16.h").is_file()), None)
+
+
+def nvcc_path() -> Path | None:
+    """nvcc of :func:`_cuda_home`, else the one on PATH, or None."""
+    home = _cuda_home()
+    if home is not None and (home / "bin" / "nvcc").is_file():
+        return home / "bin" / "nvcc"
+    found = shutil.which("nvcc")
+    return Path(found) if found else None
+
+
+def build_command(output: str | Path, archs: Sequence[str] = GPU_ARCHS) -> list[str]:
+    """The compiler call that builds the library at ``output``.
+
+    With ``archs``: one nvcc call compiling the kernel for each ``sm_XX`` (PTX for the last one too) plus
+    the reference. Without: the reference alone with the host C++ compiler (CUDA headers still needed for
+    ``cuda_fp16.h``).
+    """
+    home = _cuda_home()
+    if home is None:
+        raise BlendLibraryError("CUDA headers not found (set CUDA_HOME): the reference needs cuda_fp16.h")
+    common = ["-O2", "-std=c++17", "-shared", "-o", str(output)]
+    if not archs:
+        cxx = os.environ.get("CXX", "c++")
+        return [cxx, *common, "-fPIC", f"-I{home / 'include'}", str(PLUGIN_DIR / "spinBlendReference.cpp")]
+    nvcc = nvcc_path()
+    if nvcc is None:
+        raise BlendLibraryError("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
+    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs[:-1]]
+    gencode.append(f"-gencode=arch=compute_{archs[-1]},code=[sm_{archs[-1]},compute_{archs[-1]}]")
+    sources = [str(PLUGIN_DIR / s) for s in SOURCES if not s.endswith(".cuh")]
+    return [str(nvcc), *common, "-Xcompiler=-fPIC", *gencode, *sources]
+
+
+def build_library(output: str | Path, archs: Sequence[str] = GPU_ARCHS) -> Path:
+    """Compile the library (see :func:`build_command`) and return its path."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    cmd = build_command(output, archs)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BlendLibraryError(f"{' '.join(cmd)}\nfailed:\n{done.stdout}{done.stderr}")
+    return output
+
+
+def _build_digest(archs: Sequence[str]) -> str:
+    """Identifies a build: the sources and the compiler call (paths and flags)."""
+    digest = hashlib.sha256(" ".join(build_command("out.so", archs)).encode())
+    for name in SOURCES:
+        digest.update((PLUGIN_DIR / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def default_library() -> Path:
+    """``$SPINREC_BLEND_LIBRARY`` if set; otherwise a build cached under ``~/.cache/spinrec`` keyed by the
+    sources and the compiler call (nvcc with every GPU architecture where nvcc exists, the host compiler
+    otherwise)."""
+    if os.environ.get(LIBRARY_ENV):
+        path = Path(os.environ[LIBRARY_ENV])
+        if not path.exists():
+            raise BlendLibraryError(f"{LIBRARY_ENV}={path} does not exist")
+        return path
+    if not (PLUGIN_DIR / SOURCES[0]).exists():
+        raise BlendLibraryError(f"plugin sources not found in {PLUGIN_DIR}; set {LIBRARY_ENV} to a built library")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spinrec"
+    archs = GPU_ARCHS if nvcc_path() else ()
+    target = cache / f"libspin_blend_{_build_digest(archs)}{'_gpu' if archs else ''}.so"
+    if not target.exists():
+        # Build beside the target and rename, so concurrent processes never load a half-written file.
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            os.replace(build_library(Path(tmp) / target.name, archs), target)
+    return target
+
+
+class BlendLibrary:
+    """ctypes view of the library's ``spinBlendReference`` (CPU) and ``spinBlendLaunch`` (GPU)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self._lib = ctypes.CDLL(str(self.path))
+        except OSError as e:
+            raise BlendLibraryError(f"cannot load {self.path}: {e}") from e
+        pointers = [ctypes.c_void_p] * 7  # image, weights, offsets, gate, norm_weight, norm_bias, out
+        self._lib.spinBlendReference.argtypes = [ctypes.c_int32, *pointers, _Shape, ctypes.POINTER(_Curves)]
+        self._lib.spinBlendReference.restype = ctypes.c_int32
+        self.has_kernel = hasattr(self._lib, "spinBlendLaunch")
+        if self.has_kernel:
+            self._lib.spinBlendLaunch.argtypes = [
+                ctypes.c_int32, *pointers, _Shape, ctypes.POINTER(_Curves), ctypes.c_void_p
+            ]
+            self._lib.spinBlendLaunch.restype = ctypes.c_int32
+
+    @staticmethod
+    def _describe(image_shape, weights_shape, offsets_shape, gate_shape, norm_shape, exponents, eps):
+        if len(image_shape) != 4 or len(offsets_shape) != 4:
+            raise ValueError(f"image and offsets must be 4-D, got {tuple(image_shape)} and {tuple(offsets_shape)}")
+        b, c, h, w = image_shape
+        k = len(exponents)
+        if not 0 < k <= MAX_EXPONENTS:
+            raise ValueError(f"{k} exponents; the kernel takes 1..{MAX_EXPONENTS}")
+        expected = {"weights": (b, k), "offsets": (b, c), "gate": (b,), "norm_weight/norm_bias": (c,)}
+        got = {
+            "weights": tuple(weights_shape),
+            "offsets": tuple(offsets_shape[:2]),
+            "gate": tuple(gate_shape),
+            "norm_weight/norm_bias": tuple(norm_shape),
+        }
+        for name, shape in expected.items():
+            if got[name] != shape:
+                raise ValueError(f"{name} has shape {got[name]}, expected {shape} for image {tuple(image_shape)}")
+        curves = _Curves(count=k, eps=float(eps))
+        curves.exponents[:k] = [float(e) for e in exponents]
+        return _Shape(b, c, h, w, offsets_shape[2], offsets_shape[3]), curves
+
+    def reference(
+        self,
+        image: np.ndarray,
+        weights: np.ndarray,
+        offsets: np.ndarray,
+        gate: np.ndarray,
+        norm_weight: np.ndarray,
+        norm_bias: np.ndarray,
+        exponents: Sequence[float],
+        eps: float,
+    ) -> np.ndarray:
+        """The op on the CPU: ``image`` float32 or float16 ``[B, C, H, W]``, the rest float32 (see
+        :func:`spinrec.blend.spin_blend`); returns an array of ``image``'s dtype."""
+        if image.dtype not in (np.float32, np.float16):
+            raise TypeError(f"image must be float32 or float16, not {image.dtype}")
+        image = np.ascontiguousarray(image)
+        floats = [np.ascontiguousarray(a, dtype=np.float32) for a in (weights, offsets, gate, norm_weight, norm_bias)]
+        if floats[3].shape != floats[4].shape:
+            raise ValueError(f"norm_weight {floats[3].shape} and norm_bias {floats[4].shape} differ")
+        shape, curves = self._describe(image.shape, floats[0].shape, floats[1].shape, floats[2].shape, floats[3].shape, exponents, eps)
+        out = np.empty_like(image)
+        io = _FLOAT16 if image.dtype == np.float16 else _FLOAT32
+        ptrs = [a.ctypes.data for a in (image, *floats, out)]
+        status = self._lib.spinBlendReference(io, *ptrs, shape, ctypes.byref(curves))
+        if status != 0:
+            raise ValueError(f"spinBlendReference rejected shape {tuple(image.shape)} / {len(exponents)} exponents / eps {eps}")
+        return out
+
+    def launch(self, image, weights, offsets, gate, norm_weight, norm_bias, exponents: Sequence[float], eps: float):
+        """The CUDA kernel on torch CUDA tensors (``image`` float32/float16, the rest float32, contiguous), on
+        the current torch stream; returns the output tensor."""
+        import torch
+
+        if not self.has_kernel:
+            raise BlendLibraryError(f"{self.path} was built without the CUDA kernel")
+        tensors = [image, weights, offsets, gate, norm_weight, norm_bias]
+        if not all(t.is_cuda and t.is_contiguous() for t in tensors):
+            raise ValueError("launch needs contiguous CUDA tensors")
+        if image.dtype not in (torch.float32, torch.float16) or any(t.dtype != torch.float32 for t in tensors[1:]):
+            raise TypeError("image must be float32/float16 and the other inputs float32")
+        shape, curves = self._describe(image.shape, weights.shape, offsets.shape, gate.shape, norm_weight.shape, exponents, eps)
+        out = torch.empty_like(image)
+        io = _FLOAT16 if image.dtype == torch.float16 else _FLOAT32
+        stream = torch.cuda.current_stream(image.device).cuda_stream
+        status = self._lib.spinBlendLaunch(io, *[t.data_ptr() for t in (*tensors, out)], shape, ctypes.byref(curves), stream)
+        if status != 0:
+            raise RuntimeError(f"spinBlendLaunch failed with cudaError {status}")
+        return out
+
+
+_active: BlendLibrary | None = None
+
+
+def _register_pyop() -> None:
+    from onnxruntime_extensions import PyCustomOpDef, onnx_op
+
+    @onnx_op(
+        op_type=PLUGIN_OP,
+        inputs=[PyCustomOpDef.dt_float] * 6,
+        outputs=[PyCustomOpDef.dt_float],
+        attrs={EXPONENTS_TEXT: PyCustomOpDef.dt_string, "eps": PyCustomOpDef.dt_float},
+    )
+    def spin_blend_node(image, weights, offsets, gate, norm_weight, norm_bias, **attrs):
+        assert _active is not None, "session() sets the library before ORT can call the node"
+        exponents = [float(t) for t in attrs[EXPONENTS_TEXT].split(",")]
+        return _active.reference(image, weights, offsets, gate, norm_weight, norm_bias, exponents, attrs["eps"])
+
+
+def with_exponent_text(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` whose ``SpinBlend`` nodes also carry ``exponents`` as a comma-separated string
+    (exact: each value is the shortest repr of a float32)."""
+    original, proto = proto, onnx.ModelProto()
+    proto.CopyFrom(original)
+    for node in proto.graph.node:
+        if node.op_type != PLUGIN_OP:
+            continue
+        if node.domain != PLUGIN_DOMAIN:
+            raise ValueError(f"{PLUGIN_OP} node {node.name!r} is in domain {node.domain!r}, expected {PLUGIN_DOMAIN!r}")
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if "exponents" not in attrs or "eps" not in attrs:
+            raise ValueError(f"{PLUGIN_OP} node {node.name!r} lacks the exponents/eps attributes")
+        text = ",".join(repr(float(np.float32(e))) for e in attrs["exponents"])
+        node.attribute.append(onnx.helper.make_attribute(EXPONENTS_TEXT, text))
+    return proto
+
+
+def session(model: str | Path | onnx.ModelProto, library: str | Path | None = None, threads: int | None = None):
+    """An ONNX Runtime CPU session for ``model``; graphs with ``SpinBlend`` nodes run them with the kernel
+    library's host reference (``library``, default :func:`default_library`)."""
+    import onnxruntime as ort
+
+    global _active
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    if has_plugin_nodes(proto):
+        from onnxruntime_extensions import get_library_path
+
+        lib = BlendLibrary(library or default_library())
+        if _active is None:
+            _register_pyop()
+        _active = lib
+        options.register_custom_ops_library(get_library_path())
+        proto = with_exponent_text(proto)
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
