@@ -12,4 +12,9 @@ python3 -m venv .venv
 # Type stubs of TensorRT's Python API for the engine builder's mypy check; --no-deps because their declared
 # dependency is the real TensorRT, which installs only from NVIDIA's own index.
 .venv/bin/python -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
+# PaddlePaddle and PaddleOCR's published pre/post-processing are the fidelity references of
+# tests/test_paddle_fidelity.py. paddleocr goes in without its dependencies: only three of its modules are
+# imported (see tests/paddle_reference/ppocr_wheel.py), and shapely is the one they need.
+.venv/bin/python -m pip install -q "paddlepaddle==3.3.1" "shapely==2.2.0"
+.venv/bin/python -m pip install -q --no-deps "paddleocr==2.7.3"
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, numpy; print("torch", torch.__version__, "numpy", numpy.__version__)'))"
