@@ -65,7 +65,6 @@ def test_tps_identity_with_natural_lattice_reproduces_image():
     gen = TPSGridGenerator(40, 20, (32, 100))
     # A (W, H) = (100, 32) lattice is the natural layout that the swap in PaddleOCR scrambles.
     natural = torch.from_numpy(sampling_lattice((100, 32)).reshape(32, 100, 2)).float()
-    torch.testing.assert_close(gen.lattice_basis[:, 1:3].reshape(32, 100, 2), torch.from_numpy(sampling_lattice((32, 100)).reshape(32, 100, 2)).float())
     # On a linear ramp bilinear sampling is exact, so the output must be the ramp at the lattice points:
     # pixel m of n maps to m (n - 1) / n + (n - 1) / 2n with align_corners=True, a sub-pixel shift only.
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(100.0), indexing="ij")

@@ -68,9 +68,14 @@ class TPSGridGenerator(nn.Module):
         self.num_fiducial = num_fiducial
         self.output_size = tuple(output_size)
         c = fiducials(num_fiducial)
-        self.register_buffer("inv_delta", torch.from_numpy(inverse_delta(c).astype(np.float32)), persistent=False)
-        basis = lattice_basis(c, sampling_lattice(self.output_size))
-        self.register_buffer("lattice_basis", torch.from_numpy(basis.astype(np.float32)), persistent=False)
+        # PaddleOCR evaluates lattice_basis @ (inv_delta @ C') in float32: inv_delta is ill-conditioned and
+        # the products cancel large terms, leaving ~1e-5 of rounding noise in the grid that any change in the
+        # fiducials' last bit reshuffles (ONNX Runtime, TensorRT and PyTorch would disagree through it).
+        # Folding the two constants in float64 removes that noise. They are first rounded to float32 as
+        # PaddleOCR rounds them, which keeps the systematic part of its grid (the larger part, 3x).
+        basis32 = lattice_basis(c, sampling_lattice(self.output_size)).astype(np.float32)
+        folded = basis32.astype(np.float64) @ inverse_delta(c).astype(np.float32).astype(np.float64)
+        self.register_buffer("tps_kernel", torch.from_numpy(folded.astype(np.float32)), persistent=False)
         self.fc = nn.Linear(in_channels, 6)
         nn.init.zeros_(self.fc.weight)
         nn.init.zeros_(self.fc.bias)
@@ -79,6 +84,5 @@ class TPSGridGenerator(nn.Module):
     def forward(self, c_prime: torch.Tensor) -> torch.Tensor:
         """``[B, F, 2]`` fiducials -> ``[B, H, W, 2]`` sampling grid (x, y) in ``[-1, 1]`` coordinates."""
         extra = self.fc(c_prime.flatten(1).detach()).reshape(-1, 3, 2)
-        t = torch.matmul(self.inv_delta, torch.cat([c_prime, extra], dim=1))
-        grid = torch.matmul(self.lattice_basis, t)
+        grid = torch.matmul(self.tps_kernel, torch.cat([c_prime, extra], dim=1))
         return grid.reshape(-1, self.output_size[0], self.output_size[1], 2)
