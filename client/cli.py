@@ -1,0 +1,66 @@
+"""``python -m client``: read word images with a Triton server running the ``spin_ocr`` ensemble."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from client.inputs import collect
+from client.ocr import MODEL, PROTOCOLS, ClientError, OcrClient
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m client",
+        description="Read word images with Triton's spin_ocr model. Prints one line per image, in input order.",
+    )
+    parser.add_argument("images", nargs="*", help="image files, directories (searched recursively), globs, or - for one image on stdin")
+    parser.add_argument("--list", metavar="FILE", help="also read image paths from FILE, one per line (- for stdin)")
+    parser.add_argument("-i", "--protocol", choices=sorted(PROTOCOLS), default="http")
+    parser.add_argument("-u", "--url", help="server host:port (default: 127.0.0.1:8000 for http, :8001 for grpc)")
+    parser.add_argument("-m", "--model", default=MODEL)
+    parser.add_argument("-b", "--batch-size", type=int, default=16, help="images per request (default: %(default)s)")
+    parser.add_argument("-c", "--concurrency", type=int, default=4, help="requests in flight (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="JSON lines: path, text, confidence, latency_ms (or error)")
+    parser.add_argument("--char-probs", action="store_true", help="with --json: add each character's probability")
+    args = parser.parse_args(argv)
+    if not args.images and not args.list:
+        parser.error("give image paths, directories, globs, - or --list FILE")
+    if args.images.count("-") + (args.list == "-") > 1:
+        parser.error("stdin can feed only one of: an image (-), the path list (--list -)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 all images read, 1 some failed, 2 nothing could be read (server/model/arguments)."""
+    args = parse_args(argv)
+    specs = list(args.images)
+    if args.list:
+        with open(args.list) if args.list != "-" else sys.stdin as f:
+            specs += [line.strip() for line in f if line.strip()]
+    items = collect(specs)
+    try:
+        client = OcrClient(args.url, args.protocol, args.model, args.batch_size, args.concurrency, args.timeout, args.char_probs)
+        start = time.perf_counter()
+        results = client.recognize(items)
+    except (ClientError, ValueError) as e:
+        print(f"client: error: {e}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - start
+    for r in results:
+        if args.json:
+            print(json.dumps(r.to_dict(), ensure_ascii=False))
+        elif r.ok:
+            print(f"{r.path}\t{r.text}\t{r.confidence:.4f}")
+        else:
+            print(f"{r.path}\tERROR: {r.error}", file=sys.stderr)
+    failed = sum(not r.ok for r in results)
+    print(
+        f"client: {len(results) - failed}/{len(results)} images read in {elapsed:.2f} s "
+        f"({args.protocol}://{client.url}, batch {args.batch_size}, concurrency {args.concurrency})",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0

@@ -1,0 +1,200 @@
+"""Read word images with the ``spin_ocr`` ensemble of a Triton server, over HTTP or gRPC (asyncio).
+
+Images are sent ``batch_size`` per request with up to ``concurrency`` requests in flight. A request
+fails as a whole when one of its images is bad, so a failed batch is re-sent one image per request:
+the bad image gets the server's error, the others their readings. Unreachable servers and missing
+models raise :class:`ClientError` before anything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+from tritonclient.utils import InferenceServerException
+
+MODEL = "spin_ocr"
+PROTOCOLS = {"http": "127.0.0.1:8000", "grpc": "127.0.0.1:8001"}
+# The ensemble's name and the row index of a one-image request only add noise to its error message.
+_NOISE = re.compile(r"^(\[\d+\] )?(in ensemble '[^']*', )?(IMAGE\[0\]: )?")
+
+
+class ClientError(RuntimeError):
+    """Nothing can be read: the server is unreachable or does not serve the model."""
+
+
+@dataclass
+class Result:
+    """The reading of one image, or the error that image got. ``latency_ms`` is the round trip of the
+    request that carried it (shared by the images of one batch)."""
+
+    path: str
+    text: str | None = None
+    confidence: float | None = None
+    char_probs: list[float] | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def _api(protocol: str):
+    if protocol == "http":
+        import tritonclient.http as sync
+        import tritonclient.http.aio as aio
+    elif protocol == "grpc":
+        import tritonclient.grpc as sync
+        import tritonclient.grpc.aio as aio
+    else:
+        raise ValueError(f"protocol must be http or grpc, got {protocol!r}")
+    return sync, aio
+
+
+def _message(error: BaseException) -> str:
+    text = error.message() if isinstance(error, InferenceServerException) else f"{type(error).__name__}: {error}"
+    return _NOISE.sub("", text or str(error))
+
+
+class OcrClient:
+    """Async client of the ``spin_ocr`` ensemble; use it as ``async with OcrClient(...) as c`` or call
+    :meth:`recognize` from synchronous code.
+
+    Args:
+        url: ``host:port`` (default: Triton's port for ``protocol`` on 127.0.0.1).
+        protocol: ``http`` or ``grpc``.
+        batch_size: images per request (1..the model's max_batch_size).
+        concurrency: requests in flight at once.
+        timeout: seconds allowed per request.
+        char_probs: also return each character's probability.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        protocol: str = "http",
+        model: str = MODEL,
+        batch_size: int = 16,
+        concurrency: int = 4,
+        timeout: float = 120.0,
+        char_probs: bool = False,
+    ):
+        if batch_size < 1 or concurrency < 1:
+            raise ValueError("batch_size and concurrency must be at least 1")
+        self.protocol = protocol
+        self.url = url or PROTOCOLS.get(protocol, "")
+        self.model = model
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.char_probs = char_probs
+        self._sync, self._aio = _api(protocol)
+        self._client = None
+
+    async def __aenter__(self) -> "OcrClient":
+        if self.protocol == "http":
+            self._client = self._aio.InferenceServerClient(self.url, conn_timeout=self.timeout)
+        else:
+            self._client = self._aio.InferenceServerClient(self.url)
+        try:
+            await self.check()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def check(self) -> None:
+        """Raise :class:`ClientError` unless the server answers and ``model`` is ready."""
+        try:
+            live = await self._client.is_server_live()
+        except Exception as e:
+            raise ClientError(f"cannot reach Triton at {self.url} over {self.protocol}: {_message(e)}") from None
+        if not live:
+            raise ClientError(f"Triton at {self.url} answers but is not live")
+        if not await self._client.is_model_ready(self.model):
+            raise ClientError(f"model {self.model!r} is not ready on {self.url}; the server has: {await self._models()}")
+
+    async def _models(self) -> str:
+        try:
+            index = await self._client.get_model_repository_index(**({"as_json": True} if self.protocol == "grpc" else {}))
+        except Exception as e:
+            return f"(model list unavailable: {_message(e)})"
+        models = index.get("models", []) if isinstance(index, dict) else index
+        return ", ".join(f"{m.get('name')} ({m.get('state', 'UNKNOWN')})" for m in models) or "no models"
+
+    async def _infer(self, paths: Sequence[str], images: Sequence[bytes]) -> list[Result]:
+        """One request; raises the server's error."""
+        data = np.empty((len(images), 1), dtype=object)
+        data[:, 0] = list(images)
+        request = self._sync.InferInput("IMAGE", list(data.shape), "BYTES")
+        request.set_data_from_numpy(data)
+        names = ["TEXT", "CONFIDENCE"] + (["CHAR_PROBS"] if self.char_probs else [])
+        outputs = [self._sync.InferRequestedOutput(n) for n in names]
+        timeout = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        start = time.perf_counter()
+        response = await self._client.infer(self.model, [request], outputs=outputs, **timeout)
+        latency = (time.perf_counter() - start) * 1000
+        texts = response.as_numpy("TEXT").reshape(-1)
+        confidences = response.as_numpy("CONFIDENCE").reshape(-1)
+        probs = response.as_numpy("CHAR_PROBS") if self.char_probs else None
+        results = []
+        for i, path in enumerate(paths):
+            text = texts[i].decode("utf-8")
+            row = probs[i, : len(text)].tolist() if probs is not None else None
+            results.append(Result(path, text, float(confidences[i]), row, latency_ms=latency))
+        return results
+
+    async def _batch(self, gate: asyncio.Semaphore, paths: Sequence[str], images: Sequence[bytes]) -> list[Result]:
+        async with gate:
+            try:
+                return await self._infer(paths, images)
+            except Exception as e:
+                if len(images) == 1:
+                    return [Result(paths[0], error=_message(e))]
+        # The gate is released before the one-image retries, which queue on it like any request.
+        singles = [self._batch(gate, [p], [b]) for p, b in zip(paths, images)]
+        return [r for rs in await asyncio.gather(*singles) for r in rs]
+
+    async def recognize_async(self, items: Sequence[tuple[str, bytes | Exception]]) -> list[Result]:
+        """``(path, encoded image or the error reading it)`` pairs -> one :class:`Result` each, in order."""
+        if self._client is None:
+            raise RuntimeError("use `async with OcrClient(...)` or recognize()")
+        results: list[Result | None] = [None] * len(items)
+        sendable = []
+        for i, (path, data) in enumerate(items):
+            if isinstance(data, Exception):
+                results[i] = Result(path, error=str(data))
+            else:
+                sendable.append(i)
+        gate = asyncio.Semaphore(self.concurrency)
+        chunks = [sendable[s : s + self.batch_size] for s in range(0, len(sendable), self.batch_size)]
+        batches = [self._batch(gate, [items[i][0] for i in c], [items[i][1] for i in c]) for c in chunks]
+        for chunk, readings in zip(chunks, await asyncio.gather(*batches)):
+            for i, r in zip(chunk, readings):
+                results[i] = r
+        return results
+
+    def recognize(self, items: Sequence[tuple[str, bytes | Exception]]) -> list[Result]:
+        """Synchronous :meth:`recognize_async` (connects, reads, closes)."""
+
+        async def run() -> list[Result]:
+            async with self:
+                return await self.recognize_async(items)
+
+        return asyncio.run(run())

@@ -1,0 +1,8 @@
+"""Serving SPIN with Triton Inference Server.
+
+:mod:`spinrec.serving.stages` holds the array code of the three stages (testable without a server);
+:mod:`spinrec.serving.triton` adapts it to the Python backend's request/response API and is imported
+only inside Triton's Python stub; :mod:`spinrec.serving.launch` starts a server on the model repository.
+No serving process imports PyTorch (the decoder is NumPy) and only the encoder loads ONNX Runtime, so the
+preprocessor and decoder processes stay light.
+"""

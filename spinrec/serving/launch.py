@@ -1,0 +1,230 @@
+"""Start Triton Inference Server on the SPIN model repository (``python -m spinrec.serving.launch``).
+
+The server binary is ``tritonserver`` from PATH when there is one (an NGC container), otherwise the
+Triton 2.51 build inside the ``nvidia-pytriton`` wheel. That wheel's Python backend is not laid out the
+way the server expects, so for it the launcher assembles a backend directory (``python/`` holding
+``libtriton_python.so``, ``triton_python_backend_utils.py`` and the stub for this Python version)
+in a temporary folder. The stub embeds the system ``libpython3.X``: the models find this repository and
+this environment's packages only through ``PYTHONPATH``, which the launcher sets.
+
+The repository is built first (``builders/build_repository.py``) when its artifacts are missing or were
+built from other weights than the ones asked for. Unknown options pass through to ``tritonserver``
+(e.g. ``--log-verbose=1`` or ``-- --exit-timeout-secs=5``). The launcher stays in the foreground,
+forwards SIGINT/SIGTERM to the server and exits with its status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
+CPU_CONFIG = "cpu"
+TENSORRT_PLAN = Path("spin_encoder/1/model.plan")
+LOG_LEVELS = {
+    "error": ["--log-info=false", "--log-warning=false"],
+    "warning": ["--log-info=false"],
+    "info": [],
+    "verbose": ["--log-verbose=1"],
+}
+
+
+class LaunchError(RuntimeError):
+    """The server cannot be started; the message says what to do."""
+
+
+def find_server() -> tuple[Path, Path | None]:
+    """``(tritonserver binary, the wheel's tritonserver folder or None when the binary is from PATH)``."""
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return Path(on_path), None
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise LaunchError(
+            "no tritonserver on PATH and nvidia-pytriton is not installed: run `pip install -e .[serve]` "
+            "(it brings nvidia-pytriton==0.7.0 with Triton 2.51) or use an NGC Triton container"
+        )
+    wheel = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+    binary = wheel / "bin" / "tritonserver"
+    if not binary.is_file():
+        raise LaunchError(f"nvidia-pytriton is installed but {binary} is missing; reinstall nvidia-pytriton==0.7.0")
+    return binary, wheel
+
+
+def layout_backends(wheel: Path, dest: Path) -> Path:
+    """Lay out ``dest/python/`` from the wheel's Python backend and stub; returns ``dest``."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = wheel / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        available = sorted(p.name for p in (wheel / "python_backend_stubs").iterdir())
+        raise LaunchError(f"the Triton wheel has no Python-backend stub for Python {version} (it has {', '.join(available)})")
+    libpython = f"python{version}"
+    if ctypes.util.find_library(libpython) is None:
+        raise LaunchError(
+            f"the Python-backend stub needs the system lib{libpython}.so, which is not installed "
+            f"(Debian/Ubuntu: apt-get install libpython{version})"
+        )
+    python_dir = dest / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    backend = wheel / "backends" / "python"
+    for src in (backend / "libtriton_python.so", backend / "triton_python_backend_utils.py", stub):
+        (python_dir / src.name).symlink_to(src)
+    return dest
+
+
+def stub_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: ``PYTHONPATH`` = this repository + this interpreter's site-packages,
+    and one BLAS/OpenMP thread per process unless the caller's environment says otherwise."""
+    env = dict(os.environ if base is None else base)
+    paths = [str(REPO_ROOT)]
+    for key in ("purelib", "platlib"):
+        site = sysconfig.get_paths()[key]
+        if site not in paths:
+            paths.append(site)
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    # Every model instance is its own process: uncapped, each BLAS/OpenMP pool would size itself to all
+    # cores. Stages that want more threads set them explicitly (the encoder's ONNX Runtime "threads").
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, "1")
+    return env
+
+
+def gpu_visible() -> bool:
+    if not shutil.which("nvidia-smi"):
+        return False
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+def choose_config(mode: str, from_wheel: bool, repository: Path) -> str | None:
+    """The ``--model-config-name`` to pass (None: each model's ``config.pbtxt``).
+
+    ``auto`` keeps the TensorRT configuration only where it can load: a server from PATH (the wheel has
+    no TensorRT backend), a visible GPU, and a built engine; everywhere else it picks ``cpu``.
+    """
+    if mode == "cpu":
+        return CPU_CONFIG
+    if mode == "default":
+        return None
+    tensorrt_ready = not from_wheel and gpu_visible() and (repository / TENSORRT_PLAN).is_file()
+    return None if tensorrt_ready else CPU_CONFIG
+
+
+def ensure_built(repository: Path, weights: Path | None, rebuild: bool) -> None:
+    """Run the repository builder (in a child process: torch stays out of the launcher) when needed."""
+    sys.path.insert(0, str(REPO_ROOT))
+    try:
+        from builders import build_repository
+    except ImportError:
+        raise LaunchError(f"cannot build {repository}: builders/ not found under {REPO_ROOT}") from None
+    finally:
+        sys.path.remove(str(REPO_ROOT))
+    try:
+        reason = "--rebuild" if rebuild else build_repository.needs_build(repository, weights)
+    except build_repository.BuildError as e:
+        raise LaunchError(str(e)) from None
+    if reason is not None:
+        print(f"launch: building {repository} ({reason})", file=sys.stderr, flush=True)
+        cmd = [sys.executable, "-m", "builders.build_repository", "--output", str(repository)]
+        if weights is not None:
+            cmd += ["--weights", str(weights)]
+        if subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0:
+            raise LaunchError(f"building {repository} failed (see above)")
+        return  # the builder has printed its own warnings
+    if (build_repository.read_record(repository) or {}).get("untrained"):
+        print(build_repository.UNTRAINED_BANNER.format(
+            bar="!" * 100, default=build_repository.DEFAULT_WEIGHTS, seed=build_repository.UNTRAINED_SEED
+        ), file=sys.stderr, flush=True)
+
+
+def server_command(args: argparse.Namespace, binary: Path, backend_dir: Path | None, config: str | None, extra: list[str]) -> list[str]:
+    cmd = [
+        str(binary),
+        f"--model-repository={args.model_repository}",
+        f"--http-address={args.address}",
+        f"--http-port={args.http_port}",
+        f"--grpc-address={args.address}",
+        f"--grpc-port={args.grpc_port}",
+        f"--metrics-address={args.address}",
+        f"--metrics-port={args.metrics_port}",
+        *LOG_LEVELS[args.log_level],
+    ]
+    if backend_dir is not None:
+        cmd.append(f"--backend-directory={backend_dir}")
+    if config is not None:
+        cmd.append(f"--model-config-name={config}")
+    return cmd + extra
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the server gets SIGTERM if the launcher dies, even by SIGKILL."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="python -m spinrec.serving.launch",
+        description="Start Triton on the SPIN model repository (unknown options go to tritonserver).",
+    )
+    parser.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY, help="default: %(default)s")
+    parser.add_argument("--address", default="127.0.0.1", help="listen address of all endpoints (default: %(default)s; 0.0.0.0 to expose)")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--log-level", choices=sorted(LOG_LEVELS), default="info")
+    parser.add_argument(
+        "--config", choices=("auto", "cpu", "default"), default="auto",
+        help="model configuration: cpu = configs/cpu.pbtxt (ONNX Runtime), default = config.pbtxt (TensorRT); "
+        "auto = default only with tritonserver on PATH, a GPU and a built model.plan (default: %(default)s)",
+    )
+    parser.add_argument("--weights", type=Path, help="build the repository from this safetensors checkpoint")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the repository even if it looks current")
+    parser.add_argument("--no-build", action="store_true", help="serve the repository as it is")
+    args, extra = parser.parse_known_args(argv)
+    if "--" in extra:  # argparse keeps the separator; tritonserver must not see it
+        extra.remove("--")
+    args.model_repository = args.model_repository.resolve()
+    return args, extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = parse_args(argv)
+    try:
+        binary, wheel = find_server()
+        if not args.no_build:
+            ensure_built(args.model_repository, args.weights, args.rebuild)
+        config = choose_config(args.config, wheel is not None, args.model_repository)
+        with tempfile.TemporaryDirectory(prefix="spinrec-triton-backends-") as tmp:
+            backend_dir = layout_backends(wheel, Path(tmp)) if wheel is not None else None
+            cmd = server_command(args, binary, backend_dir, config, extra)
+            print("launch: " + " ".join(cmd), file=sys.stderr, flush=True)
+            server = subprocess.Popen(cmd, env=stub_environment(), preexec_fn=_die_with_parent)
+            forward = lambda signum, _frame: server.send_signal(signum)  # noqa: E731
+            signal.signal(signal.SIGINT, forward)
+            signal.signal(signal.SIGTERM, forward)
+            code = server.wait()
+            return 128 - code if code < 0 else code
+    except LaunchError as e:
+        print(f"launch: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

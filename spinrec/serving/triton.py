@@ -1,0 +1,127 @@
+"""Triton Python-backend models of the SPIN pipeline; each ``model.py`` in the model repository just
+re-exports one of these classes as ``TritonPythonModel``.
+
+Importable only inside Triton's Python stub (it provides ``triton_python_backend_utils``).
+Dynamic batching hands ``execute`` a list of requests, each with its own ``[b_i, ...]`` inputs: every
+model concatenates them, runs the stage once over the whole batch, and splits the result back, so one
+request's bad input fails that request only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from spinrec.preprocess import preprocess_batch
+
+
+class _StageModel:
+    """Config parameters, the version folder, and the gather/split plumbing shared by the three models."""
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        self.params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.name = args["model_name"]
+        self.setup()
+
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def int_param(self, key: str, default: int) -> int:
+        value = self.params.get(key, str(default))
+        try:
+            return int(value)
+        except ValueError:
+            raise pb_utils.TritonModelException(f"{self.name}: parameter {key}={value!r} is not an integer") from None
+
+    def artifact(self, key: str, default: str) -> Path:
+        path = self.version_dir / self.params.get(key, default)
+        if not path.is_file():
+            raise pb_utils.TritonModelException(
+                f"{self.name}: {path} is missing; build the repository first (python -m builders.build_repository)"
+            )
+        return path
+
+    @staticmethod
+    def gather(requests, name: str) -> tuple[np.ndarray, list[slice]]:
+        """All requests' ``name`` inputs stacked on the batch axis, and each request's rows."""
+        arrays = [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
+        bounds = np.cumsum([0] + [len(a) for a in arrays])
+        return np.concatenate(arrays), [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+class PreprocessModel(_StageModel):
+    """``IMAGE`` (encoded bytes, ``[b,1]``) -> ``image`` (float32 ``[b,1,32,100]``); a request with an
+    undecodable image gets an INVALID_ARG error naming the row and the reason."""
+
+    def setup(self) -> None:
+        import cv2
+
+        cv2.setNumThreads(self.int_param("threads", 1))
+
+    def execute(self, requests):
+        images, rows = self.gather(requests, "IMAGE")
+        batch, errors = preprocess_batch([bytes(row[0]) for row in images])
+        responses = []
+        for r in rows:
+            failed = [f"IMAGE[{i}]: {e}" for i, e in enumerate(errors[r]) if e is not None]
+            if failed:
+                error = pb_utils.TritonError("; ".join(failed), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
+            else:
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("image", batch[r])]))
+        return responses
+
+
+class EncoderModel(_StageModel):
+    """``image`` -> ``features`` with the exported ONNX graph in ONNX Runtime (the CPU stand-in for the
+    TensorRT engine; same inputs and outputs)."""
+
+    def setup(self) -> None:
+        from spinrec.serving.stages import OnnxEncoder
+
+        self.encoder = OnnxEncoder(self.artifact("onnx_file", "model.onnx"), self.int_param("threads", 1))
+
+    def execute(self, requests):
+        images, rows = self.gather(requests, "image")
+        features = self.encoder(images)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("features", features[r])]) for r in rows]
+
+
+class DecoderModel(_StageModel):
+    """``features`` -> ``TEXT``, ``CONFIDENCE`` and, for requests that ask for it, ``CHAR_PROBS``.
+
+    Parameter ``stop_at_eos``: ``true`` (default) keeps the characters before the first ``eos``;
+    ``false`` is PaddleOCR's exact decoding (see :func:`spinrec.decoding.decode`).
+    """
+
+    def setup(self) -> None:
+        from spinrec.charset import Charset
+        from spinrec.serving.stages import HeadDecoder
+
+        stop = self.params.get("stop_at_eos", "true").strip().lower()
+        if stop not in ("true", "false"):
+            raise pb_utils.TritonModelException(f"{self.name}: parameter stop_at_eos must be true or false, got {stop!r}")
+        charset = Charset.from_file(str(self.artifact("charset_file", "charset.txt")))
+        try:
+            self.decoder = HeadDecoder(self.artifact("weights_file", "model.safetensors"), charset, stop == "true")
+        except ValueError as e:
+            raise pb_utils.TritonModelException(f"{self.name}: {e}") from None
+
+    def execute(self, requests):
+        from spinrec.serving.stages import pack_readings
+
+        features, rows = self.gather(requests, "features")
+        readings = self.decoder(features)
+        responses = []
+        for request, r in zip(requests, rows):
+            text, confidence, char_probs = pack_readings(readings[r])
+            outputs = [pb_utils.Tensor("TEXT", text), pb_utils.Tensor("CONFIDENCE", confidence)]
+            if "CHAR_PROBS" in request.requested_output_names():
+                outputs.append(pb_utils.Tensor("CHAR_PROBS", char_probs))
+            responses.append(pb_utils.InferenceResponse(outputs))
+        return responses

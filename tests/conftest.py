@@ -1,0 +1,213 @@
+"""Shared fixtures: rendered word images, a test checkpoint, a built model repository and a real
+Triton server started with the project's launcher (once per session, on free ports)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WORDS = ("hello", "world", "triton", "spin", "serve", "batch", "queue", "model", "tensor", "ocr", "2026", "text-42")
+SERVER_START_TIMEOUT_S = 240
+
+
+def render_word(word: str, fmt: str = ".png", scale: float = 0.9, thickness: int = 2) -> bytes:
+    """Black text on white, encoded; colour so that preprocessing converts BGR -> gray as in production."""
+    (w, h), base = cv2.getTextSize(word, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    image = np.full((h + base + 16, w + 16, 3), 255, np.uint8)
+    cv2.putText(image, word, (8, h + 8), cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 30, 10), thickness, cv2.LINE_AA)
+    ok, data = cv2.imencode(fmt, image)
+    assert ok
+    return data.tobytes()
+
+
+@pytest.fixture(scope="session")
+def word_images() -> list[bytes]:
+    """PNG and JPEG renders of :data:`WORDS` (alternating)."""
+    return [render_word(w, ".png" if i % 2 == 0 else ".jpg") for i, w in enumerate(WORDS)]
+
+
+@pytest.fixture(scope="session")
+def bad_images(word_images) -> dict[str, bytes]:
+    """One input per failure class, each refused by preprocessing for its own reason."""
+    from spinrec.preprocess import MAX_PIXELS
+
+    side = math.isqrt(MAX_PIXELS) + 1
+    ok, oversized = cv2.imencode(".png", np.zeros((side, side), np.uint8))
+    assert ok
+    return {
+        "corrupt": word_images[0][: len(word_images[0]) // 2],
+        "empty": b"",
+        "not_an_image": b"this is a text file, not an image\n" * 8,
+        "oversized": oversized.tobytes(),
+    }
+
+
+def make_test_checkpoint(path: Path, images: list[bytes], seed: int = 0) -> None:
+    """An untrained SPIN whose readings depend on the image.
+
+    A plain random init reads the same text for every input (its backbone's default batch-norm statistics
+    wash the signal out), which would make text comparisons vacuous. Here batch-norm statistics come from
+    the rendered words and the decoder's weights on the features are scaled up; the architecture is the
+    published one.
+    """
+    import torch
+
+    from spinrec import weights
+    from spinrec.models import spin_r32
+    from spinrec.preprocess import preprocess_batch
+
+    torch.manual_seed(seed)
+    model = spin_r32()
+    batch, _ = preprocess_batch(images)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the one calibration batch
+    model.train()
+    with torch.no_grad():
+        features = model.encode(torch.from_numpy(batch))
+        model.eval()
+        head = model.head
+        channels = features.shape[2]
+        head.attention_cell.rnn.weight_ih[:, :channels] /= features.std(0).mean()
+        head.attention_cell.rnn.weight_hh.mul_(0.1)
+        head.generator.weight.mul_(10)
+        head.generator.bias.zero_()
+    weights.save(model, path, {"source": f"tests: input-sensitive untrained SPIN, seed {seed}"})
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory, word_images) -> Path:
+    """``SPIN_TEST_WEIGHTS`` (e.g. a trained checkpoint) or the input-sensitive untrained one."""
+    if os.environ.get("SPIN_TEST_WEIGHTS"):
+        return Path(os.environ["SPIN_TEST_WEIGHTS"]).resolve()
+    path = tmp_path_factory.mktemp("weights") / "test.safetensors"
+    make_test_checkpoint(path, word_images)
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference(checkpoint):
+    """The in-process PyTorch pipeline every served result is compared with."""
+    from spinrec.recognizer import Recognizer
+
+    return Recognizer.from_checkpoint(checkpoint)
+
+
+@pytest.fixture(scope="session")
+def expected(reference, word_images):
+    """The reference readings of :func:`word_images`, in order."""
+    from spinrec.preprocess import ImageError
+
+    readings = reference.recognize(word_images)
+    assert not any(isinstance(r, ImageError) for r in readings)
+    # An untrained model that read one string for every image would make comparisons vacuous.
+    assert len({r.text for r in readings}) > 1, "the test checkpoint must give different texts for different images"
+    return readings
+
+
+@pytest.fixture(scope="session")
+def built_repository(tmp_path_factory, checkpoint) -> Path:
+    """The model repository built by the real builder command into a temporary folder."""
+    output = tmp_path_factory.mktemp("model_repository")
+    cmd = [sys.executable, "-m", "builders.build_repository", "--output", str(output), "--weights", str(checkpoint)]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"build_repository failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return output
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class TritonServer:
+    process: subprocess.Popen
+    repository: Path
+    log: Path
+    http_url: str
+    grpc_url: str
+    metrics_port: int
+
+    def url(self, protocol: str) -> str:
+        return self.http_url if protocol == "http" else self.grpc_url
+
+    def log_tail(self, lines: int = 80) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def client(self, protocol: str = "http"):
+        """A synchronous tritonclient client; use it in a ``with`` block (open connections delay shutdown)."""
+        if protocol == "http":
+            import tritonclient.http as api
+        else:
+            import tritonclient.grpc as api
+        return closing(api.InferenceServerClient(self.url(protocol)))
+
+    def ready(self) -> bool:
+        try:
+            with self.client() as c:
+                return c.is_server_ready()
+        except Exception:
+            return False
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def triton_server(built_repository, tmp_path_factory):
+    """A real tritonserver on the built repository, started by ``spinrec.serving.launch``."""
+    log = tmp_path_factory.mktemp("triton") / "server.log"
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    cmd = [
+        sys.executable, "-m", "spinrec.serving.launch", "--no-build",
+        "--model-repository", str(built_repository),
+        "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+        "--exit-timeout-secs=10",  # passed through to tritonserver
+    ]
+    with open(log, "w") as out:
+        process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+    server = TritonServer(process, built_repository, log, f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", metrics_port)
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while not server.ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
+            pytest.fail(f"tritonserver did not become ready (exit {process.returncode}); log {log}:\n{server.log_tail()}")
+        time.sleep(0.5)
+    yield server
+    _stop(process)
+    print(f"\ntriton server log kept at {log}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the server log's tail to the report of any failed test that used the server."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "triton_server" in getattr(item, "fixturenames", ()):
+        server = item.funcargs.get("triton_server")
+        if isinstance(server, TritonServer):
+            report.sections.append(("triton server log (tail)", server.log_tail()))

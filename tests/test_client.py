@@ -1,0 +1,121 @@
+"""The client library and ``python -m client`` against the real server (HTTP and gRPC)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from client import ClientError, OcrClient, collect
+from conftest import REPO_ROOT, WORDS, free_port
+
+PROTOCOLS = ("http", "grpc")
+CONF_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory, word_images):
+    """``words/NN_word.png|jpg`` for every rendered word, plus a nested folder and a broken file."""
+    root = tmp_path_factory.mktemp("images")
+    words = root / "words"
+    (words / "nested").mkdir(parents=True)
+    for i, (word, data) in enumerate(zip(WORDS, word_images)):
+        suffix = ".png" if data.startswith(b"\x89PNG") else ".jpg"
+        folder = words / "nested" if i >= 10 else words
+        (folder / f"{i:02d}_{word}{suffix}").write_bytes(data)
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (root / "notes.txt").write_text("not an image, and not picked up from directories\n")
+    return root
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_library_keeps_order_and_isolates_bad_images(triton_server, protocol, word_images, bad_images, expected):
+    items = [(f"w{i}", data) for i, data in enumerate(word_images)]
+    items.insert(2, ("corrupt", bad_images["corrupt"]))
+    items.insert(7, ("oversized", bad_images["oversized"]))
+    items.append(("missing", FileNotFoundError("cannot read missing")))
+    client = OcrClient(triton_server.url(protocol), protocol, batch_size=4, concurrency=3, char_probs=True)
+    results = client.recognize(items)
+
+    assert [r.path for r in results] == [p for p, _ in items]
+    failed = {r.path: r.error for r in results if not r.ok}
+    assert set(failed) == {"corrupt", "oversized", "missing"}
+    assert "corrupt or truncated PNG" in failed["corrupt"] and "image too large" in failed["oversized"]
+    good = [r for r in results if r.ok]
+    assert [r.text for r in good] == [e.text for e in expected]
+    np.testing.assert_allclose([r.confidence for r in good], [e.confidence for e in expected], rtol=0, atol=CONF_TOL)
+    for r, e in zip(good, expected):
+        np.testing.assert_allclose(r.char_probs, e.char_probs, rtol=0, atol=CONF_TOL)
+        assert r.latency_ms > 0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_unreachable_server_is_a_clear_error(protocol, word_images):
+    url = f"127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(ClientError, match=f"cannot reach Triton at {url} over {protocol}"):
+        OcrClient(url, protocol, timeout=10).recognize([("a", word_images[0])])
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_missing_model_is_a_clear_error(triton_server, protocol, word_images):
+    with pytest.raises(ClientError, match=r"model 'no_such_model' is not ready.*spin_ocr \(READY\)"):
+        OcrClient(triton_server.url(protocol), protocol, model="no_such_model").recognize([("a", word_images[0])])
+
+
+def test_collect_expands_directories_globs_and_stdin(image_dir, word_images):
+    import io
+
+    items = collect([str(image_dir / "words"), str(image_dir / "words" / "*.jpg"), "-", str(image_dir / "nope.png"), str(image_dir / "*.gif")],
+                    stdin=io.BytesIO(word_images[3]))
+    paths = [p for p, _ in items]
+    in_dir = sorted(str(p) for p in (image_dir / "words").rglob("*") if p.is_file())
+    jpgs = sorted(str(p) for p in (image_dir / "words").glob("*.jpg"))
+    assert paths == in_dir + jpgs + ["-", str(image_dir / "nope.png"), str(image_dir / "*.gif")]
+    assert items[len(in_dir) + len(jpgs)][1] == word_images[3]
+    assert isinstance(items[-2][1], OSError) and "cannot read" in str(items[-2][1])
+    assert isinstance(items[-1][1], FileNotFoundError) and "no file matches" in str(items[-1][1])
+
+
+def run_cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "client", *args], cwd=REPO_ROOT, input=stdin, capture_output=True, timeout=120)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cli_json_lines_in_input_order(triton_server, protocol, image_dir, word_images, expected):
+    files = sorted((image_dir / "words").rglob("*.*"))
+    done = run_cli(
+        "--json", "-i", protocol, "-u", triton_server.url(protocol), "-b", "3", "-c", "2",
+        str(image_dir / "words"), str(image_dir / "broken.png"), "-",
+        stdin=word_images[5],
+    )
+    assert done.returncode == 1, done.stderr.decode()  # one image failed
+    rows = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert [r["path"] for r in rows] == [str(f) for f in files] + [str(image_dir / "broken.png"), "-"]
+    by_word = {w: e for w, e in zip(WORDS, expected)}
+    for row, f in zip(rows, files):
+        want = by_word[f.stem.split("_", 1)[1]]
+        assert row["text"] == want.text and abs(row["confidence"] - want.confidence) <= CONF_TOL
+        assert row["latency_ms"] > 0
+    assert "not a recognised image" in rows[-2]["error"]
+    assert rows[-1]["text"] == expected[5].text
+    assert f"{len(files) + 1}/{len(files) + 2} images read" in done.stderr.decode()
+
+
+def test_cli_text_output_and_path_list(triton_server, image_dir, expected):
+    files = sorted((image_dir / "words").glob("*.png"))
+    listing = "\n".join(str(f) for f in files).encode()
+    done = run_cli("-u", triton_server.http_url, "--list", "-", stdin=listing)
+    assert done.returncode == 0, done.stderr.decode()
+    lines = [line.split("\t") for line in done.stdout.decode().splitlines()]
+    by_word = {w: e for w, e in zip(WORDS, expected)}
+    assert [line[0] for line in lines] == [str(f) for f in files]
+    assert [line[1] for line in lines] == [by_word[f.stem.split("_", 1)[1]].text for f in files]
+
+
+def test_cli_unreachable_server_exits_2(image_dir):
+    done = run_cli("-u", f"127.0.0.1:{free_port()}", str(image_dir / "words"))
+    assert done.returncode == 2
+    assert "cannot reach Triton" in done.stderr.decode() and not done.stdout

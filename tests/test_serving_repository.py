@@ -1,0 +1,173 @@
+"""The model repository's configs, the builder's record and rebuild logic, and the launcher's pieces
+(no server here; tests/test_serving_server.py runs one)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from builders import build_repository
+from conftest import REPO_ROOT
+from spinrec.serving import launch
+
+SOURCE = REPO_ROOT / "model_repository"
+MODELS = ("spin_preprocess", "spin_encoder", "spin_decoder", "spin_ocr")
+
+
+def read_config(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def io(config, kind: str) -> dict[str, tuple[int, list[int]]]:
+    return {t.name: (t.data_type, list(t.dims)) for t in getattr(config, kind)}
+
+
+def served_configs(config_name: str | None) -> dict[str, model_config_pb2.ModelConfig]:
+    """What tritonserver loads with ``--model-config-name=config_name``: configs/NAME.pbtxt where it exists."""
+    out = {}
+    for model in MODELS:
+        alternative = SOURCE / model / "configs" / f"{config_name}.pbtxt"
+        out[model] = read_config(alternative if config_name and alternative.is_file() else SOURCE / model / "config.pbtxt")
+    return out
+
+
+@pytest.mark.parametrize("config_name", ["cpu", None])
+def test_ensemble_steps_fit_the_composing_models(config_name):
+    if config_name is None and not (SOURCE / "spin_encoder" / "config.pbtxt").is_file():
+        pytest.skip("spin_encoder/config.pbtxt (TensorRT) is not written yet")
+    configs = served_configs(config_name)
+    ensemble = configs["spin_ocr"]
+    assert ensemble.platform == "ensemble"
+    # tensor name in the ensemble -> (dtype, dims), filled as the steps produce them
+    tensors = io(ensemble, "input")
+    for step in ensemble.ensemble_scheduling.step:
+        model = configs[step.model_name]
+        assert model.name == step.model_name
+        assert 0 < ensemble.max_batch_size <= model.max_batch_size
+        model_inputs, model_outputs = io(model, "input"), io(model, "output")
+        assert set(step.input_map) == set(model_inputs)
+        for key, name in step.input_map.items():
+            assert tensors[name] == model_inputs[key], f"{step.model_name}.{key}"
+        for key, name in step.output_map.items():
+            tensors[name] = model_outputs[key]
+    for name, spec in io(ensemble, "output").items():
+        assert tensors[name] == spec, name
+
+
+def test_cpu_and_tensorrt_encoder_configs_have_identical_io():
+    tensorrt_path = SOURCE / "spin_encoder" / "config.pbtxt"
+    if not tensorrt_path.is_file():
+        pytest.skip("spin_encoder/config.pbtxt (TensorRT) is not written yet")
+    cpu, tensorrt = read_config(SOURCE / "spin_encoder" / "configs" / "cpu.pbtxt"), read_config(tensorrt_path)
+    assert tensorrt.platform == "tensorrt_plan" and cpu.backend == "python"
+    assert io(cpu, "input") == io(tensorrt, "input") and io(cpu, "output") == io(tensorrt, "output")
+    assert cpu.max_batch_size == tensorrt.max_batch_size
+
+
+def test_python_models_are_cpu_batched_and_thin():
+    for model, config in served_configs("cpu").items():
+        if model == "spin_ocr":
+            continue
+        assert config.backend == "python" and config.HasField("dynamic_batching")
+        assert all(g.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU for g in config.instance_group)
+        script = SOURCE / model / "1" / (config.default_model_filename or "model.py")
+        assert "from spinrec.serving.triton import" in script.read_text()
+
+
+def test_built_artifacts_are_git_ignored():
+    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    artifacts = [f"model_repository/{a}" for a in build_repository.ARTIFACTS] + ["model_repository/spin_encoder/1/model.plan"]
+    done = subprocess.run(["git", "check-ignore", "--no-index", *artifacts], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert sorted(done.stdout.split()) == sorted(artifacts)
+    sources = ["model_repository/spin_decoder/1/model.py", "model_repository/spin_ocr/config.pbtxt"]
+    done = subprocess.run(["git", "check-ignore", "--no-index", *sources], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.stdout == ""
+
+
+def test_build_record_describes_the_build(built_repository, checkpoint):
+    record = json.loads((built_repository / build_repository.RECORD).read_text())
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert record["identity"] == f"sha256={digest}" and record["untrained"] is False
+    assert record["checkpoint"]["sha256"] == digest and record["checkpoint"]["source"] == str(checkpoint)
+    assert record["onnx"]["opset"] == 17
+    assert 0 <= record["onnx"]["max_relative_error_vs_torch"] <= build_repository.MAX_RELATIVE_ERROR
+    for artifact, size in record["artifacts"].items():
+        assert (built_repository / artifact).stat().st_size == size
+    # The sources were copied next to the artifacts.
+    for model in MODELS:
+        assert (built_repository / model / "config.pbtxt").read_text() == (SOURCE / model / "config.pbtxt").read_text()
+
+
+def test_needs_build_tracks_artifacts_and_weights(built_repository, checkpoint, tmp_path):
+    assert build_repository.needs_build(built_repository, checkpoint) is None
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(checkpoint.read_bytes() + b" ")  # different bytes, so a different identity
+    assert "built from [sha256=" in build_repository.needs_build(built_repository, other)
+    assert "missing" in build_repository.needs_build(tmp_path)
+    with pytest.raises(build_repository.BuildError, match="checkpoint not found"):
+        build_repository.needs_build(built_repository, tmp_path / "absent.safetensors")
+
+
+def test_builder_if_needed_skips_a_current_repository(built_repository, checkpoint):
+    cmd = [sys.executable, "-m", "builders.build_repository", "--output", str(built_repository), "--weights", str(checkpoint), "--if-needed"]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "is up to date" in done.stdout
+
+
+def test_builder_refuses_a_broken_checkpoint(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"definitely not safetensors")
+    cmd = [sys.executable, "-m", "builders.build_repository", "--output", str(tmp_path / "repo"), "--weights", str(bad)]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "build_repository: error:" in done.stderr and str(bad) in done.stderr
+    assert not (tmp_path / "repo" / build_repository.RECORD).exists()
+
+
+def test_backend_directory_layout(tmp_path):
+    binary, wheel = launch.find_server()
+    assert binary.is_file() and os.access(binary, os.X_OK)
+    if wheel is None:
+        pytest.skip("tritonserver comes from PATH: its own backends are used")
+    backends = launch.layout_backends(wheel, tmp_path)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    python = backends / "python"
+    assert sorted(p.name for p in python.iterdir()) == ["libtriton_python.so", "triton_python_backend_stub", "triton_python_backend_utils.py"]
+    assert (python / "triton_python_backend_stub").resolve().parent.name == version
+    assert all(p.resolve().is_file() for p in python.iterdir())
+
+
+def test_server_environment_and_command():
+    env = launch.stub_environment({"PYTHONPATH": "/extra", "OMP_NUM_THREADS": "3"})
+    paths = env["PYTHONPATH"].split(os.pathsep)
+    assert paths[0] == str(REPO_ROOT) and paths[-1] == "/extra"
+    assert any(Path(p, "numpy").is_dir() for p in paths), "the venv's site-packages must be visible to the stub"
+    assert env["OMP_NUM_THREADS"] == "3" and env["OPENBLAS_NUM_THREADS"] == "1"
+
+    args, extra = launch.parse_args(["--http-port", "1234", "--log-level", "verbose", "--exit-timeout-secs=5", "--", "--strict-readiness=false"])
+    assert extra == ["--exit-timeout-secs=5", "--strict-readiness=false"]
+    cmd = launch.server_command(args, Path("/bin/tritonserver"), Path("/tmp/b"), launch.choose_config("auto", True, args.model_repository), extra)
+    assert cmd[0] == "/bin/tritonserver"
+    for flag in ("--http-port=1234", "--log-verbose=1", "--backend-directory=/tmp/b", "--model-config-name=cpu", "--http-address=127.0.0.1"):
+        assert flag in cmd
+    assert cmd[-2:] == extra
+    assert launch.choose_config("default", True, args.model_repository) is None
+
+
+def test_launcher_builds_a_missing_repository(tmp_path, checkpoint):
+    target = tmp_path / "repo"  # absent: the launcher must run the real builder before serving
+    launch.ensure_built(target, checkpoint, rebuild=False)
+    assert build_repository.needs_build(target, checkpoint) is None
+    assert json.loads((target / build_repository.RECORD).read_text())["identity"].startswith("sha256=")
+    with pytest.raises(launch.LaunchError, match="checkpoint not found"):
+        launch.ensure_built(target, tmp_path / "absent.safetensors", rebuild=False)

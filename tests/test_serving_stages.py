@@ -1,0 +1,68 @@
+"""The serving stages in process (no server): the built ONNX encoder + NumPy decoder against the
+PyTorch reference, in both decoding modes, and the output packing the decoder model sends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from builders.build_repository import CHARSET, CHECKPOINT, ONNX
+from spinrec.charset import Charset
+from spinrec.decoding import Reading
+from spinrec.preprocess import preprocess_batch
+from spinrec.recognizer import Recognizer
+from spinrec.serving.stages import HeadDecoder, OnnxEncoder, pack_readings
+
+CONF_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def encoder(built_repository):
+    return OnnxEncoder(built_repository / ONNX, threads=1)
+
+
+@pytest.mark.parametrize("stop_at_eos", [True, False])
+def test_stages_match_pytorch_reference(built_repository, encoder, reference, word_images, stop_at_eos):
+    batch, errors = preprocess_batch(word_images)
+    assert errors == [None] * len(word_images)
+    charset = Charset.from_file(str(built_repository / CHARSET))
+    decoder = HeadDecoder(built_repository / CHECKPOINT, charset, stop_at_eos)
+    got = decoder(encoder(batch))
+    want = Recognizer(reference.model, stop_at_eos=stop_at_eos).recognize(word_images)
+    assert [r.text for r in got] == [r.text for r in want]
+    np.testing.assert_allclose([r.confidence for r in got], [r.confidence for r in want], rtol=0, atol=CONF_TOL)
+
+
+def test_encoder_is_batch_invariant(encoder, word_images):
+    batch, _ = preprocess_batch(word_images)
+    whole = encoder(batch)
+    one_by_one = np.concatenate([encoder(batch[i : i + 1]) for i in range(len(batch))])
+    np.testing.assert_allclose(one_by_one, whole, rtol=0, atol=1e-5)
+
+
+def test_decoder_refuses_checkpoint_without_head(tmp_path):
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "no_head.safetensors"
+    save_file({"backbone.conv.weight": np.zeros((1, 1), np.float32)}, str(path))
+    with pytest.raises(ValueError, match="head weights missing"):
+        HeadDecoder(path)
+
+
+def test_decoder_refuses_charset_of_other_size(built_repository):
+    with pytest.raises(ValueError, match="charset has 5 classes"):
+        HeadDecoder(built_repository / CHECKPOINT, Charset(("a", "b", "c")))
+
+
+def test_pack_readings_pads_char_probs_with_zeros():
+    readings = [
+        Reading("ab", 0.5, np.array([0.4, 0.6], np.float32)),
+        Reading("", 0.0, np.zeros(0, np.float32)),
+        Reading("xyz", 0.2, np.array([0.1, 0.2, 0.3], np.float32)),
+    ]
+    text, confidence, probs = pack_readings(readings)
+    assert text.shape == (3, 1) and [t[0].decode() for t in text] == ["ab", "", "xyz"]
+    np.testing.assert_array_equal(confidence, np.float32([[0.5], [0.0], [0.2]]))
+    np.testing.assert_array_equal(probs, np.float32([[0.4, 0.6, 0], [0, 0, 0], [0.1, 0.2, 0.3]]))
+    _, _, empty = pack_readings([Reading("", 0.0, np.zeros(0, np.float32))])
+    assert empty.shape == (1, 1) and not empty.any()
