@@ -1,4 +1,4 @@
-"""``spinrec`` command line: ``convert-paddle``, ``recognize``, ``init``."""
+"""``spinrec`` command line: ``convert-paddle``, ``recognize``, ``init``, ``serve``."""
 
 from __future__ import annotations
 
@@ -52,6 +52,12 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from spinrec.serving.launch import main as launch
+
+    return launch(args.launcher_args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="spinrec", description="SPIN scene-text recognizer tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dst")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_init)
-    args = parser.parse_args(argv)
+    p = sub.add_parser("serve", help="start Triton on the model repository (options: `spinrec serve --help`)", add_help=False)
+    p.set_defaults(func=_serve)
+    # Everything after `serve` belongs to the launcher (and, past it, to tritonserver).
+    args, rest = parser.parse_known_args(argv)
+    if args.command != "serve" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.launcher_args = rest
     try:
         return args.func(args)
     except (weights.CheckpointError, OSError) as e:

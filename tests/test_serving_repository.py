@@ -156,12 +156,23 @@ def test_server_environment_and_command():
 
     args, extra = launch.parse_args(["--http-port", "1234", "--log-level", "verbose", "--exit-timeout-secs=5", "--", "--strict-readiness=false"])
     assert extra == ["--exit-timeout-secs=5", "--strict-readiness=false"]
-    cmd = launch.server_command(args, Path("/bin/tritonserver"), Path("/tmp/b"), launch.choose_config("auto", True, args.model_repository), extra)
+    config = launch.choose_config("auto", True, args.model_repository, args.plugin)
+    cmd = launch.server_command(args, Path("/bin/tritonserver"), Path("/tmp/b"), config, extra)
     assert cmd[0] == "/bin/tritonserver"
     for flag in ("--http-port=1234", "--log-verbose=1", "--backend-directory=/tmp/b", "--model-config-name=cpu", "--http-address=127.0.0.1"):
         assert flag in cmd
+    assert not any(c.startswith("--backend-config=tensorrt") for c in cmd)
     assert cmd[-2:] == extra
-    assert launch.choose_config("default", True, args.model_repository) is None
+    assert launch.choose_config("default", True, args.model_repository, args.plugin) is None
+
+
+def test_tensorrt_configuration_loads_the_plugin(tmp_path):
+    plugin = tmp_path / "libspin_plugin.so"
+    args, _ = launch.parse_args(["--plugin", str(plugin), "--config", "default"])
+    cmd = launch.server_command(args, Path("/usr/bin/tritonserver"), None, launch.choose_config("default", False, args.model_repository, plugin), [])
+    assert f"--backend-config=tensorrt,plugins={plugin}" in cmd and not any(c.startswith("--model-config-name") for c in cmd)
+    # auto never picks TensorRT without the plugin, even where a GPU, a server and an engine exist
+    assert launch.choose_config("auto", False, args.model_repository, plugin) == "cpu"
 
 
 def test_launcher_builds_a_missing_repository(tmp_path, checkpoint):

@@ -32,6 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
 CPU_CONFIG = "cpu"
 TENSORRT_PLAN = Path("spin_encoder/1/model.plan")
+# Where builders/plugins/spinBlendPlugin's README builds the TensorRT plugin the engine's SpinBlend node needs.
+DEFAULT_PLUGIN = Path(os.environ.get("SPIN_PLUGIN_LIBRARY", REPO_ROOT / "build/spin_plugin/libspin_plugin.so"))
 LOG_LEVELS = {
     "error": ["--log-info=false", "--log-warning=false"],
     "warning": ["--log-info=false"],
@@ -112,17 +114,17 @@ def gpu_visible() -> bool:
     return out.returncode == 0 and "GPU" in out.stdout
 
 
-def choose_config(mode: str, from_wheel: bool, repository: Path) -> str | None:
+def choose_config(mode: str, from_wheel: bool, repository: Path, plugin: Path) -> str | None:
     """The ``--model-config-name`` to pass (None: each model's ``config.pbtxt``).
 
     ``auto`` keeps the TensorRT configuration only where it can load: a server from PATH (the wheel has
-    no TensorRT backend), a visible GPU, and a built engine; everywhere else it picks ``cpu``.
+    no TensorRT backend), a visible GPU, a built engine and the SpinBlend plugin; elsewhere ``cpu``.
     """
     if mode == "cpu":
         return CPU_CONFIG
     if mode == "default":
         return None
-    tensorrt_ready = not from_wheel and gpu_visible() and (repository / TENSORRT_PLAN).is_file()
+    tensorrt_ready = not from_wheel and gpu_visible() and (repository / TENSORRT_PLAN).is_file() and plugin.is_file()
     return None if tensorrt_ready else CPU_CONFIG
 
 
@@ -169,6 +171,9 @@ def server_command(args: argparse.Namespace, binary: Path, backend_dir: Path | N
         cmd.append(f"--backend-directory={backend_dir}")
     if config is not None:
         cmd.append(f"--model-config-name={config}")
+    else:
+        # The TensorRT backend dlopens the plugin at start-up so the engine's SpinBlend layer deserialises.
+        cmd.append(f"--backend-config=tensorrt,plugins={args.plugin}")
     return cmd + extra
 
 
@@ -194,6 +199,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         help="model configuration: cpu = configs/cpu.pbtxt (ONNX Runtime), default = config.pbtxt (TensorRT); "
         "auto = default only with tritonserver on PATH, a GPU and a built model.plan (default: %(default)s)",
     )
+    parser.add_argument(
+        "--plugin", type=Path, default=DEFAULT_PLUGIN,
+        help="the SpinBlend TensorRT plugin, loaded with the TensorRT configuration (default: $SPIN_PLUGIN_LIBRARY or %(default)s)",
+    )
     parser.add_argument("--weights", type=Path, help="build the repository from this safetensors checkpoint")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the repository even if it looks current")
     parser.add_argument("--no-build", action="store_true", help="serve the repository as it is")
@@ -210,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         binary, wheel = find_server()
         if not args.no_build:
             ensure_built(args.model_repository, args.weights, args.rebuild)
-        config = choose_config(args.config, wheel is not None, args.model_repository)
+        config = choose_config(args.config, wheel is not None, args.model_repository, args.plugin)
         with tempfile.TemporaryDirectory(prefix="spinrec-triton-backends-") as tmp:
             backend_dir = layout_backends(wheel, Path(tmp)) if wheel is not None else None
             cmd = server_command(args, binary, backend_dir, config, extra)
