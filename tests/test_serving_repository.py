@@ -148,10 +148,11 @@ def test_backend_directory_layout(tmp_path):
 
 
 def test_server_environment_and_command():
-    env = launch.stub_environment({"PYTHONPATH": "/extra", "OMP_NUM_THREADS": "3"})
-    paths = env["PYTHONPATH"].split(os.pathsep)
-    assert paths[0] == str(REPO_ROOT) and paths[-1] == "/extra"
-    assert any(Path(p, "numpy").is_dir() for p in paths), "the venv's site-packages must be visible to the stub"
+    env = launch.stub_environment({"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "3"})
+    paths = env["PATH"].split(os.pathsep)
+    # the stub finds this environment's packages through the python3 first on PATH
+    assert paths[0] == str(Path(sys.executable).parent) and (Path(paths[0]) / "python3").exists()
+    assert paths[1:] == ["/usr/bin", "/bin"]
     assert env["OMP_NUM_THREADS"] == "3" and env["OPENBLAS_NUM_THREADS"] == "1"
 
     args, extra = launch.parse_args(["--http-port", "1234", "--log-level", "verbose", "--exit-timeout-secs=5", "--", "--strict-readiness=false"])

@@ -4,8 +4,9 @@ The server binary is ``tritonserver`` from PATH when there is one (an NGC contai
 Triton 2.51 build inside the ``nvidia-pytriton`` wheel. That wheel's Python backend is not laid out the
 way the server expects, so for it the launcher assembles a backend directory (``python/`` holding
 ``libtriton_python.so``, ``triton_python_backend_utils.py`` and the stub for this Python version)
-in a temporary folder. The stub embeds the system ``libpython3.X``: the models find this repository and
-this environment's packages only through ``PYTHONPATH``, which the launcher sets.
+in a temporary folder. The stub embeds the system ``libpython3.X`` in isolated mode: it ignores
+``PYTHONPATH`` and finds its packages as the ``python3`` first on ``PATH`` would (through that
+interpreter's ``pyvenv.cfg``), so the launcher puts this interpreter's directory first on ``PATH``.
 
 The repository is built first (``builders/build_repository.py``) when its artifacts are missing or were
 built from other weights than the ones asked for. Unknown options pass through to ``tritonserver``
@@ -24,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -86,17 +86,13 @@ def layout_backends(wheel: Path, dest: Path) -> Path:
 
 
 def stub_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The server's environment: ``PYTHONPATH`` = this repository + this interpreter's site-packages,
-    and one BLAS/OpenMP thread per process unless the caller's environment says otherwise."""
+    """The server's environment: this interpreter's directory first on ``PATH``, so Python-backend stubs
+    import from this environment (``spinrec`` included, installed editable), and one BLAS/OpenMP thread
+    per process unless the caller's environment says otherwise."""
     env = dict(os.environ if base is None else base)
-    paths = [str(REPO_ROOT)]
-    for key in ("purelib", "platlib"):
-        site = sysconfig.get_paths()[key]
-        if site not in paths:
-            paths.append(site)
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
+    # The wheel's stub ignores PYTHONPATH (seen: the variable set, sys.path without it); its embedded
+    # interpreter locates its prefix by searching PATH for python3 and reading the pyvenv.cfg beside it.
+    env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p)
     # Every model instance is its own process: uncapped, each BLAS/OpenMP pool would size itself to all
     # cores. Stages that want more threads set them explicitly (the encoder's ONNX Runtime "threads").
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
