@@ -77,10 +77,10 @@ def test_blend_matches_rederivation(batch, channels):
 
 def test_blend_without_offsets_and_constant_image():
     exps = power_exponents(6)
-    image = torch.zeros(2, 1, 32, 100)
-    w = torch.randn(2, 13)
+    image = torch.full((2, 1, 32, 100), -1.0)  # I = 0: every power is exactly 0, so S is exactly constant
+    w = torch.randn(2, 13, generator=torch.Generator().manual_seed(0))
     out = spin_blend(image, w, None, None, torch.ones(1), torch.full((1,), 0.3), exps)
-    # A constant image has zero variance: the norm gives its bias, 0.3, everywhere.
+    # A constant plane has zero variance: the norm gives its bias, 0.3, everywhere.
     torch.testing.assert_close(out, torch.full_like(out, 2 * torch.sigmoid(torch.tensor(0.3)).item() - 1))
 
 
