@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv with the package, the Triton server (pytriton wheel), tritonclient and perf_analyzer.
-# --dev adds what the tests need: pytest, PaddlePaddle and PaddleOCR's pre/post-processing (fidelity
+# --dev adds the perf tooling and what the tests need: pytest, PaddlePaddle and PaddleOCR's pre/post-processing (fidelity
 # references), onnxruntime-extensions, mypy and TensorRT's type stubs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ python3 -m venv .venv
 if ! $dev; then
     .venv/bin/python -m pip install -q -e ".[serve]"
 else
-    .venv/bin/python -m pip install -q -e ".[serve,dev]"
+    .venv/bin/python -m pip install -q -e ".[serve,perf,dev]"
     # --no-deps: the stubs' declared dependency is the real TensorRT, which installs only from NVIDIA's index.
     .venv/bin/python -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
     # PaddleOCR's published pre/post-processing is a test reference; only three of its modules are imported

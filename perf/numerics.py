@@ -1,0 +1,93 @@
+"""Reduced-precision numerics on an input-sensitive model: do bf16 encoders read the same texts as fp32?
+
+With a plain random initialisation (the repository's untrained build) the decoder reads nearly the same
+text for every image, so "identical texts" would be vacuous. This builds the tests' input-sensitive
+untrained checkpoint (``tests/conftest.py:make_test_checkpoint``: batch-norm statistics from real word
+images, decoder input weights rescaled so readings depend on the image), exports its encoder to ONNX,
+and compares the texts decoded from fp32 ONNX Runtime features with those from each reduced-precision
+candidate on rendered words. ``python -m perf.numerics --images 128``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore")
+    p = argparse.ArgumentParser(prog="python -m perf.numerics", description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=128)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--weights", type=Path, help="a real checkpoint instead of the input-sensitive untrained one")
+    p.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "runtimes" / "numerics.json")
+    a = p.parse_args(argv)
+
+    from spinrec.charset import Charset
+    from spinrec.decoder import AttentionDecoder
+    from spinrec.decoding import decode
+    from spinrec.onnx_export import export_encoder
+    from spinrec import weights
+    from spinrec.preprocess import preprocess_batch
+
+    from perf import runtimes
+    from perf.data import render_samples
+
+    samples = render_samples(a.images, a.seed)
+    images, _ = preprocess_batch([s.data for s in samples])
+    tmp = Path(tempfile.mkdtemp(prefix="spin-numerics-"))
+    if a.weights:
+        ckpt = a.weights
+    else:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from conftest import make_test_checkpoint  # the tests' own definition, not a copy
+
+        ckpt = tmp / "sensitive.safetensors"
+        make_test_checkpoint(ckpt, [s.data for s in samples[:32]])
+    model = weights.load(ckpt)
+    onnx_path = tmp / "model.onnx"
+    export_encoder(model, onnx_path)
+    decoder = AttentionDecoder.from_checkpoint(ckpt)
+    charset = Charset()
+
+    def texts(feats):
+        return [r.text for r in decode(decoder(feats, True), charset, True)]
+
+    fp32 = runtimes.ort_encoder(onnx_path, a.threads)
+    ref_feats = np.concatenate([fp32(images[i : i + 32]) for i in range(0, len(images), 32)])
+    ref = texts(ref_feats)
+    record = {"weights": str(a.weights) if a.weights else "input-sensitive untrained (tests/conftest.py make_test_checkpoint)",
+              "images": len(ref), "distinct_fp32_texts": len(set(ref)), "fp32_examples": ref[:8], "candidates": {}}
+    variants = {
+        "openvino_f32": lambda: runtimes.openvino_encoder(onnx_path, a.threads, "f32"),
+        "openvino_bf16": lambda: runtimes.openvino_encoder(onnx_path, a.threads, "bf16"),
+        "torch_autocast_bf16": lambda: runtimes.torch_encoder(ckpt, a.threads, bf16=True),
+        "torch_bf16_transform_fp32": lambda: runtimes.torch_mixed_encoder(ckpt, a.threads),
+    }
+    for name, make in variants.items():
+        enc = make()
+        feats = np.concatenate([enc(images[i : i + 32]) for i in range(0, len(images), 32)])
+        got = texts(feats)
+        diff = [(r, g) for r, g in zip(ref, got) if r != g]
+        record["candidates"][name] = {
+            "relative_l2_error_vs_ort_fp32": float(np.linalg.norm(feats - ref_feats) / np.linalg.norm(ref_feats)),
+            "texts_identical": len(ref) - len(diff), "texts_total": len(ref), "differing_examples": diff[:8],
+        }
+        print(name, record["candidates"][name], flush=True)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(record, indent=1))
+    print(json.dumps({k: v for k, v in record.items() if k != "candidates"}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""Configuration experiments without touching ``model_repository/``: a variant repository in a folder
+of its own, then ``python -m perf.run --launch --launch-repository DIR`` measures it.
+
+    python -m perf.variants OUT --encoder openvino --encoder-delay-us 5000
+
+The variant links the built artifacts (same weights), copies the configs and rewrites only what the
+options name: the encoder runtime (ONNX Runtime as served / without pool spinning / OpenVINO fp32 or
+bf16), instance counts, threads and dynamic-batching delays. Variant model files live in the variant folder
+and subclass the served models (:mod:`spinrec.serving.triton`), so everything else is the served code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ENCODER_MODEL = '''"""Variant spin_encoder ({runtime}) written by perf.variants: the served EncoderModel with another runtime."""
+from spinrec.serving.triton import EncoderModel
+
+
+class TritonPythonModel(EncoderModel):
+    def setup(self):
+        from perf import runtimes
+
+        threads = self.int_param("threads", 1)
+        path = self.artifact("onnx_file", "model.onnx")
+        runtime = "{runtime}"
+        if runtime == "ort_nospin":
+            self.encoder = runtimes.ort_encoder(path, threads, spinning=False)
+        elif runtime == "openvino":
+            self.encoder = runtimes.openvino_encoder(path, threads, "f32")
+        elif runtime == "openvino_bf16":
+            self.encoder = runtimes.openvino_encoder(path, threads, "bf16")
+        else:
+            raise ValueError(runtime)
+'''
+
+def _set(text: str, pattern: str, repl: str) -> str:
+    new, n = re.subn(pattern, repl, text)
+    if n == 0:
+        raise ValueError(f"pattern {pattern!r} not found in config")
+    return new
+
+
+def _set_param(text: str, key: str, value: str) -> str:
+    pat = rf'parameters \{{ key: "{key}" value: \{{ string_value: "[^"]*" \}} \}}'
+    line = f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
+    return re.sub(pat, line, text) if re.search(pat, text) else text + "\n" + line + "\n"
+
+
+def build_variant(source: Path, out: Path, encoder: str = "ort", encoder_instances: int | None = None,
+                  encoder_threads: int | None = None, preprocess_instances: int | None = None, decoder_instances: int | None = None,
+                  encoder_delay_us: int | None = None, decoder_delay_us: int | None = None) -> Path:
+    if out.exists():
+        shutil.rmtree(out)
+    for path in source.rglob("*"):
+        rel = path.relative_to(source)
+        dst = out / rel
+        if path.is_dir():
+            dst.mkdir(parents=True, exist_ok=True)
+        elif path.suffix in (".pbtxt", ".py", ".json", ".txt") or path.name == ".gitkeep":
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dst)
+        else:  # weights: link, never copy (same bytes as the served repository)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(path.resolve())
+    enc_cfg = out / "spin_encoder" / "configs" / "cpu.pbtxt"
+    text = enc_cfg.read_text()
+    if encoder != "ort":
+        (out / "spin_encoder" / "1" / "encoder_variant.py").write_text(ENCODER_MODEL.format(runtime=encoder))
+        text = _set(text, r'default_model_filename: "[^"]*"', 'default_model_filename: "encoder_variant.py"')
+    if encoder_instances is not None:
+        text = _set(text, r"(instance_group \[ \{ kind: KIND_CPU count: )\d+", rf"\g<1>{encoder_instances}")
+    if encoder_threads is not None:
+        text = _set_param(text, "threads", str(encoder_threads))
+    if encoder_delay_us is not None:
+        text = _set(text, r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {encoder_delay_us}")
+    enc_cfg.write_text(text)
+    dec_cfg = out / "spin_decoder" / "config.pbtxt"
+    text = dec_cfg.read_text()
+    if decoder_instances is not None:
+        text = _set(text, r"(instance_group \[ \{ kind: KIND_CPU count: )\d+", rf"\g<1>{decoder_instances}")
+    if decoder_delay_us is not None:
+        text = _set(text, r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {decoder_delay_us}")
+    dec_cfg.write_text(text)
+    if preprocess_instances is not None:
+        pre_cfg = out / "spin_preprocess" / "config.pbtxt"
+        pre_cfg.write_text(_set(pre_cfg.read_text(), r"(instance_group \[ \{ kind: KIND_CPU count: )\d+", rf"\g<1>{preprocess_instances}"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m perf.variants", description=__doc__.split("\n\n")[0])
+    p.add_argument("out", type=Path)
+    p.add_argument("--source", type=Path, default=ROOT / "model_repository")
+    p.add_argument("--encoder", choices=("ort", "ort_nospin", "openvino", "openvino_bf16"), default="ort")
+    p.add_argument("--encoder-instances", type=int)
+    p.add_argument("--encoder-threads", type=int)
+    p.add_argument("--preprocess-instances", type=int)
+    p.add_argument("--decoder-instances", type=int)
+    p.add_argument("--encoder-delay-us", type=int)
+    p.add_argument("--decoder-delay-us", type=int)
+    a = p.parse_args(argv)
+    out = build_variant(a.source, a.out, a.encoder, a.encoder_instances, a.encoder_threads, a.preprocess_instances,
+                        a.decoder_instances, a.encoder_delay_us, a.decoder_delay_us)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
