@@ -68,33 +68,12 @@ def ort_encoder(onnx_path: str | Path, threads: int = 2, level: str = "all", int
 
 
 def openvino_encoder(onnx_path: str | Path, threads: int = 2, precision: str = "f32", static_batch: int | None = None) -> Encoder:
-    """OpenVINO CPU plugin on the same ONNX graph. ``precision`` f32 or bf16 (the plugin's
-    ``INFERENCE_PRECISION_HINT``; bf16 uses AVX512_BF16 / AMX where present). ``static_batch``: compile
-    for one batch size (faster kernels) instead of a dynamic batch dimension."""
-    import openvino as ov
-    import openvino.properties as props
-    import openvino.properties.hint as hints
+    """OpenVINO CPU plugin on the same ONNX graph, as served (:func:`spinrec.serving.stages.openvino_encoder`).
+    ``precision`` f32 or bf16 (bf16 uses AVX512_BF16 / AMX where present); ``static_batch`` compiles for
+    one batch size (faster kernels) instead of a dynamic batch dimension."""
+    from spinrec.serving.stages import openvino_encoder as served
 
-    core = ov.Core()
-    model = core.read_model(str(onnx_path))
-    if static_batch is not None:
-        model.reshape({model.inputs[0].get_any_name(): [static_batch, 1, 32, 100]})
-    config = {
-        hints.performance_mode: hints.PerformanceMode.LATENCY,
-        props.inference_num_threads: threads,
-        props.num_streams: 1,
-        hints.inference_precision: ov.Type.bf16 if precision == "bf16" else ov.Type.f32,
-        hints.enable_cpu_pinning: False,  # shared machine: pinning to cores others use only hurts
-    }
-    compiled = core.compile_model(model, "CPU", config)
-    request = compiled.create_infer_request()
-    out = compiled.outputs[0]
-
-    def run(x: np.ndarray) -> np.ndarray:
-        request.infer({0: np.ascontiguousarray(x, np.float32)})
-        return np.array(request.get_tensor(out).data, copy=True)
-
-    return run
+    return served(onnx_path, threads, precision, static_batch)
 
 
 # -------------------------------------------------------------------------------------------- PyTorch

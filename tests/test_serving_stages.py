@@ -11,14 +11,14 @@ from spinrec.charset import Charset
 from spinrec.decoding import Reading
 from spinrec.preprocess import preprocess_batch
 from spinrec.recognizer import Recognizer
-from spinrec.serving.stages import HeadDecoder, OnnxEncoder, pack_readings
+from spinrec.serving.stages import RUNTIMES, HeadDecoder, OnnxEncoder, pack_readings
 
 CONF_TOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def encoder(built_repository):
-    return OnnxEncoder(built_repository / ONNX, threads=1)
+@pytest.fixture(scope="module", params=RUNTIMES)
+def encoder(request, built_repository):
+    return OnnxEncoder(built_repository / ONNX, threads=1, runtime=request.param)
 
 
 @pytest.mark.parametrize("stop_at_eos", [True, False])

@@ -8,7 +8,7 @@ process too, against :class:`spinrec.recognizer.Recognizer`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -16,24 +16,70 @@ from spinrec.charset import Charset
 from spinrec.decoding import Reading, decode
 
 
+RUNTIMES = ("onnxruntime", "openvino")
+
+
+def onnxruntime_encoder(path: str | Path, threads: int = 1) -> Callable[[np.ndarray], np.ndarray]:
+    """The encoder graph in an ONNX Runtime session (all graph optimisations) -> ``run(images)``."""
+    import onnxruntime as ort
+
+    from spinrec.onnx_export import INPUT_NAME, OUTPUT_NAME
+
+    options = ort.SessionOptions()
+    # One process per Triton instance: its thread pool must not grow with the machine's core count.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda images: session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+
+
+def openvino_encoder(
+    path: str | Path, threads: int = 1, precision: str = "f32", batch: int | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The same graph compiled by OpenVINO's CPU plugin -> ``run(images)``.
+
+    ``precision`` is set explicitly (``f32``, or ``bf16`` only when asked): left to its default, the
+    plugin may pick bf16 on CPUs that have it, which changes decoded text (perf/README.md). ``batch``
+    compiles for one batch size instead of a dynamic one (perf experiments only).
+    """
+    import openvino as ov
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    if batch is not None:
+        model.reshape({model.inputs[0].get_any_name(): [batch, *model.inputs[0].get_partial_shape()[1:].to_shape()]})
+    compiled = core.compile_model(model, "CPU", {
+        hints.performance_mode: hints.PerformanceMode.LATENCY,
+        props.inference_num_threads: threads,
+        props.num_streams: 1,
+        hints.inference_precision: {"f32": ov.Type.f32, "bf16": ov.Type.bf16}[precision],
+        # Triton runs several processes on the same cores: pinning each pool to cores only makes them collide.
+        hints.enable_cpu_pinning: False,
+    })  # fmt: skip
+    request = compiled.create_infer_request()
+    output = compiled.outputs[0]
+
+    def run(images: np.ndarray) -> np.ndarray:
+        request.infer({0: images})
+        return np.array(request.get_tensor(output).data, copy=True)
+
+    return run
+
+
 class OnnxEncoder:
-    """The exported encoder graph (``image`` ``[B,1,32,100]`` -> ``features`` ``[B,26,512]``) in ONNX Runtime."""
+    """The exported encoder graph (``image`` ``[B,1,32,100]`` -> ``features`` ``[B,26,512]``), run by
+    ONNX Runtime or OpenVINO (``runtime``, one of :data:`RUNTIMES`), in float32 either way."""
 
-    def __init__(self, path: str | Path, threads: int = 1):
-        import onnxruntime as ort
-
-        from spinrec.onnx_export import INPUT_NAME, OUTPUT_NAME
-
-        options = ort.SessionOptions()
-        # One process per Triton instance: its thread pool must not grow with the machine's core count.
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_name, self.output_name = INPUT_NAME, OUTPUT_NAME
+    def __init__(self, path: str | Path, threads: int = 1, runtime: str = "onnxruntime"):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"encoder runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+        self.runtime = runtime
+        self._run = onnxruntime_encoder(path, threads) if runtime == "onnxruntime" else openvino_encoder(path, threads)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        (features,) = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(images, np.float32)})
-        return features
+        return self._run(np.ascontiguousarray(images, np.float32))
 
 
 class HeadDecoder:
