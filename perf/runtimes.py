@@ -131,7 +131,7 @@ def torch_encoder(checkpoint: str | Path, threads: int = 2, mode: str = "eager",
 
 def candidates(include_compile: bool = False) -> list[Candidate]:
     c = [
-        Candidate("ort_all_t2", "onnxruntime", "fp32", "GraphOptimizationLevel ORT_ENABLE_ALL, intra_op 2, inter_op 1 (what configs/cpu.pbtxt runs)"),
+        Candidate("ort_all_t2", "onnxruntime", "fp32", "GraphOptimizationLevel ORT_ENABLE_ALL, intra_op 2, inter_op 1 (configs/cpu.pbtxt before OpenVINO was measured)"),
         Candidate("ort_all_t2_nospin", "onnxruntime", "fp32", "as ort_all_t2 + session.intra_op.allow_spinning=0"),
         Candidate("ort_extended_t2", "onnxruntime", "fp32", "ORT_ENABLE_EXTENDED (no NCHWc layout transform), intra_op 2"),
         Candidate("ort_basic_t2", "onnxruntime", "fp32", "ORT_ENABLE_BASIC, intra_op 2"),
@@ -139,7 +139,7 @@ def candidates(include_compile: bool = False) -> list[Candidate]:
         Candidate("torch_eager", "pytorch", "fp32", "eager, torch.set_num_threads(2), NCHW"),
         Candidate("torch_eager_cl", "pytorch", "fp32", "eager, channels_last"),
         Candidate("torch_jit", "pytorch", "fp32", "torch.jit.trace + freeze + optimize_for_inference"),
-        Candidate("openvino_f32", "openvino", "fp32", "dynamic batch, INFERENCE_PRECISION_HINT f32, 2 threads, 1 stream, LATENCY"),
+        Candidate("openvino_f32", "openvino", "fp32", "dynamic batch, INFERENCE_PRECISION_HINT f32, 2 threads, 1 stream, LATENCY (what configs/cpu.pbtxt runs, with 2 instances x 1 thread)"),
         Candidate("openvino_f32_static", "openvino", "fp32", "as openvino_f32, model reshaped to the batch size"),
         Candidate("openvino_bf16", "openvino", "bf16", "dynamic batch, INFERENCE_PRECISION_HINT bf16"),
         Candidate("torch_autocast_bf16", "pytorch", "bf16", "eager + torch.autocast('cpu', bfloat16)"),
