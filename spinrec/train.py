@@ -1,0 +1,427 @@
+"""Training SPIN on synthetic word images (CPU or GPU PyTorch), as PaddleOCR trains it.
+
+Loss: :func:`spinrec.loss.spin_attention_loss` (PaddleOCR's ``SPINAttentionLoss``). Optimiser: AdamW
+(beta 0.9 / 0.999, weight decay 0.01 on every parameter, as PaddleOCR's AdamW without exclusions), global
+gradient-norm clipping at 5, PaddleOCR's piecewise learning rate (1e-3, 3e-4, 9e-5, 2.7e-5 switching at
+epochs 3, 4, 5 of 6) with the boundaries placed at the same fractions of this run's steps. Per-parameter
+learning rates: ``transform.stucture_fc2`` x ``loc_lr``; ``transform.GridGenerator.fc`` frozen.
+
+A run lives in one directory: ``config.json``, ``last.safetensors`` (weights, :func:`spinrec.weights.save`),
+``last.state.pt`` (optimiser state, step, history), ``history.jsonl``, ``curves.png``. Starting the same
+command again resumes from the last checkpoint; the data stream is a function of the sample index
+(:mod:`spinrec.synth`), so a resumed run sees exactly the batches it would have seen. A config that
+differs only in ``train.steps`` extends (or shortens) the run. A step whose loss or gradient is not
+finite is skipped and counted (``skipped_steps`` in the history).
+
+Commands::
+
+    python -m spinrec.train run configs/spin_compact.json /root/spin_runs/compact
+    python -m spinrec.train export /root/spin_runs/compact weights/default.safetensors --half \
+        --eval-report reports/heldout2000.json      # also writes weights/README.md (model card)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from spinrec import weights
+from spinrec.loss import spin_attention_loss
+from spinrec.metrics import RecMetric
+from spinrec.models.spin import SPIN, SPINConfig
+from spinrec.recognizer import Recognizer
+from spinrec.synth import SynthConfig, WordImages
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping. ``lr_values`` / ``lr_boundaries`` are PaddleOCR's piecewise schedule,
+    boundaries as fractions of ``steps``; ``warmup_steps`` ramps the first value up linearly."""
+
+    steps: int = 60000
+    batch_size: int = 64
+    lr_values: tuple[float, ...] = (1e-3, 3e-4, 9e-5, 2.7e-5)
+    lr_boundaries: tuple[float, ...] = (3 / 6, 4 / 6, 5 / 6)
+    warmup_steps: int = 0
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    clip_norm: float = 5.0
+    seed: int = 0
+    data_seed: int = 0
+    eval_seed: int = 999_999
+    eval_size: int = 256
+    eval_every: int = 500
+    checkpoint_every: int = 250
+    num_workers: int = 0
+    threads: int = 1
+
+
+@dataclass
+class RunConfig:
+    model: SPINConfig
+    train: TrainConfig
+    data: SynthConfig
+
+    def to_dict(self) -> dict:
+        return {"model": self.model.to_dict(), "train": dataclasses.asdict(self.train), "data": dataclasses.asdict(self.data)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        unknown = set(d) - {"model", "train", "data", "comment"}
+        if unknown:
+            raise ValueError(f"unknown config sections: {sorted(unknown)}")
+        return cls(SPINConfig.from_dict(d.get("model", {})), _dataclass_from(TrainConfig, d.get("train", {})), _dataclass_from(SynthConfig, d.get("data", {})))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "RunConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _dataclass_from(cls, values: dict):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Piecewise-constant rate at ``step`` (0-based) with the boundaries at fractions of ``cfg.steps``."""
+    if len(cfg.lr_values) != len(cfg.lr_boundaries) + 1:
+        raise ValueError("lr_values needs one more entry than lr_boundaries")
+    piece = sum(step >= b * cfg.steps for b in cfg.lr_boundaries)
+    lr = cfg.lr_values[piece]
+    if step < cfg.warmup_steps:
+        lr *= (step + 1) / cfg.warmup_steps
+    return lr
+
+
+def parameter_groups(model: SPIN) -> list[dict]:
+    """Trainable parameters in two groups: ``stucture_fc2`` at ``loc_lr`` times the rate, the rest at 1x.
+    Frozen parameters (``GridGenerator.fc``) are left out."""
+    loc = [p for p in model.transform.stucture_fc2.parameters() if p.requires_grad]
+    loc_ids = {id(p) for p in loc}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in loc_ids]
+    return [{"params": rest, "lr_scale": 1.0}, {"params": loc, "lr_scale": model.config.loc_lr}]
+
+
+def teacher_forced_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of samples whose argmax tokens match the label up to and including ``eos``."""
+    target = labels[:, 1 : logits.shape[1] + 1]
+    counted = target != 0
+    hit = (logits.argmax(-1) == target) | ~counted
+    return float(hit.all(dim=1).float().mean())
+
+
+class _Batches(torch.utils.data.Sampler):
+    """Index batches ``[k*B, (k+1)*B)`` for ``k`` from ``start`` to ``stop``: batch k is fixed by k alone."""
+
+    def __init__(self, start: int, stop: int, batch_size: int):
+        self.start, self.stop, self.batch_size = start, stop, batch_size
+
+    def __iter__(self):
+        for k in range(self.start, self.stop):
+            yield list(range(k * self.batch_size, (k + 1) * self.batch_size))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+class Trainer:
+    """One training run in ``run_dir`` (created, or resumed when it holds a checkpoint)."""
+
+    def __init__(self, config: RunConfig, run_dir: str | Path):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tc = config.train
+        torch.manual_seed(tc.seed)
+        self.model = SPIN(config.model)
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(self.model), lr=tc.lr_values[0], betas=tuple(tc.betas), weight_decay=tc.weight_decay
+        )
+        self.step = 0
+        self.history: list[dict] = []
+        self.elapsed = 0.0
+        self.source = WordImages(config.data)
+        self._eval_set: list[tuple[np.ndarray, str]] | None = None
+        if (self.run_dir / "last.state.pt").exists():
+            self._resume()
+        else:
+            (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+
+    # ---------------------------------------------------------------------------------- checkpoints
+
+    def _resume(self) -> None:
+        saved = json.loads((self.run_dir / "config.json").read_text())
+        current = json.loads(json.dumps(self.config.to_dict()))
+        # Only the length may change (extending or shortening a run); it moves the learning-rate
+        # boundaries that have not been passed yet.
+        if {**saved, "train": {**saved["train"], "steps": None}} != {**current, "train": {**current["train"], "steps": None}}:
+            raise ValueError(f"{self.run_dir} holds a run with a different config; use another run directory")
+        if saved["train"]["steps"] != current["train"]["steps"]:
+            (self.run_dir / "config.json").write_text(json.dumps(current, indent=2))
+        state = torch.load(self.run_dir / "last.state.pt", weights_only=False)
+        weights.load_state(self.model, {k: torch.from_numpy(v.copy()) for k, v in _read_tensors(self.run_dir / "last.safetensors").items()})
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.history, self.elapsed = state["step"], state["history"], state["elapsed"]
+
+    def save_checkpoint(self) -> None:
+        """Weights then optimiser state, each written to a temporary file and renamed, so an interrupted
+        save leaves the previous checkpoint intact."""
+        tmp = self.run_dir / "last.safetensors.tmp"
+        weights.save(self.model, tmp, {"step": str(self.step), "source": f"spinrec.train step {self.step}"})
+        state = {"optimizer": self.optimizer.state_dict(), "step": self.step, "history": self.history, "elapsed": self.elapsed}
+        torch.save(state, self.run_dir / "last.state.pt.tmp")
+        os.replace(tmp, self.run_dir / "last.safetensors")
+        os.replace(self.run_dir / "last.state.pt.tmp", self.run_dir / "last.state.pt")
+
+    # ------------------------------------------------------------------------------------- training
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        tc = self.config.train
+        lr = learning_rate(self.step, tc)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        self.model.train()
+        logits = self.model(images, targets=labels)
+        loss = spin_attention_loss(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], tc.clip_norm)
+        # A non-finite loss or gradient would turn every weight into NaN through AdamW; the step is
+        # skipped instead (counted in the history), as mixed-precision loss scaling does.
+        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
+        if finite:
+            self.optimizer.step()
+        self.step += 1
+        return {
+            "step": self.step,
+            "loss": loss.item(),
+            "acc": teacher_forced_accuracy(logits.detach(), labels),
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "skipped": not finite,
+        }
+
+    def evaluation_set(self) -> list[tuple[np.ndarray, str]]:
+        """Held-out-font images of stream ``eval_seed`` (rendered once per process)."""
+        if self._eval_set is None:
+            source = WordImages(dataclasses.replace(self.config.data, split="heldout"))
+            self._eval_set = [source.sample(self.config.train.eval_seed, i) for i in range(self.config.train.eval_size)]
+        return self._eval_set
+
+    def evaluate(self) -> dict:
+        samples = self.evaluation_set()
+        readings = Recognizer(self.model, batch_size=64).recognize([image for image, _ in samples])
+        metric = RecMetric()
+        metric.update([r.text for r in readings], [text for _, text in samples])
+        self.model.train()
+        return metric.result()
+
+    def run(self, steps: int | None = None, progress: bool = True) -> None:
+        """Train until ``steps`` (default: the config's) with checkpoints, evaluations and the plot."""
+        from tqdm import tqdm
+
+        tc = self.config.train
+        stop = min(steps if steps is not None else tc.steps, tc.steps)
+        if self.step >= stop:
+            return
+        torch.set_num_threads(tc.threads)
+        cv2.setNumThreads(1)
+        loader = torch.utils.data.DataLoader(
+            self.source.dataset(tc.data_seed),
+            batch_sampler=_Batches(self.step, stop, tc.batch_size),
+            num_workers=tc.num_workers,
+            worker_init_fn=_worker_init if tc.num_workers else None,
+            prefetch_factor=4 if tc.num_workers else None,
+            persistent_workers=False,
+        )
+        bar = tqdm(total=stop, initial=self.step, desc="train", unit="step", disable=not progress, smoothing=0.05)
+        log = open(self.run_dir / "history.jsonl", "a")
+        window: list[dict] = []
+        t0 = time.monotonic()  # start of the current logging window; evaluation time is not counted
+        for images, labels in loader:
+            window.append(self.train_step(images, labels))
+            bar.update(1)
+            bar.set_postfix(loss=f"{window[-1]['loss']:.3f}", acc=f"{window[-1]['acc']:.2f}")
+            evaluate = self.step % tc.eval_every == 0 or self.step == stop
+            if self.step % tc.checkpoint_every == 0 or evaluate:
+                seconds = time.monotonic() - t0
+                self.elapsed += seconds
+                done = [w for w in window if not w["skipped"]] or window
+                row = {
+                    "step": self.step,
+                    "loss": float(np.mean([w["loss"] for w in done])),
+                    "train_acc": float(np.mean([w["acc"] for w in done])),
+                    "lr": window[-1]["lr"],
+                    "grad_norm": float(np.mean([w["grad_norm"] for w in done])),
+                    "skipped_steps": sum(w["skipped"] for w in window),
+                    "elapsed_s": round(self.elapsed, 1),
+                    "images_per_s": round(len(window) * tc.batch_size / seconds, 2),
+                }
+                if evaluate:
+                    row.update({f"val_{k}": v for k, v in self.evaluate().items()})
+                self.history.append(row)
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                window = []
+                self.save_checkpoint()
+                plot_history(self.history, self.run_dir / "curves.png")
+                bar.write(json.dumps(row))
+                t0 = time.monotonic()
+        bar.close()
+        log.close()
+
+
+def _read_tensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in load_file(str(path)).items()}
+
+
+def plot_history(history: list[dict], path: str | Path) -> None:
+    """Loss and accuracies (teacher-forced on training batches; greedy word accuracy and PaddleOCR's
+    normalized edit distance on held-out fonts)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    steps = [h["step"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(steps, [h["loss"] for h in history])
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss (mean since last point)")
+    ax_loss.grid(alpha=0.3)
+    ax_acc.plot(steps, [h["train_acc"] for h in history], label="train batches (teacher forced)")
+    val = [h for h in history if "val_acc" in h]
+    if val:
+        ax_acc.plot([h["step"] for h in val], [h["val_acc"] for h in val], "o-", label="held-out fonts (greedy)")
+        ax_acc.plot([h["step"] for h in val], [h["val_norm_edit_dis"] for h in val], "s--", label="held-out 1 - norm. edit distance")
+    ax_acc.set_ylim(0, 1)
+    ax_acc.set_xlabel("step")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.grid(alpha=0.3)
+    ax_acc.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def export(run_dir: str | Path, out: str | Path, half: bool = False, eval_report: str | Path | None = None) -> dict:
+    """Copy a run's last weights to ``out`` (optionally float16) with its step and accuracy as metadata,
+    and write the model card ``README.md`` and ``training_curves.png`` next to it. ``eval_report`` is a
+    JSON written by :mod:`spinrec.evaluate`; its table goes into the card."""
+    import shutil
+
+    run_dir, out = Path(run_dir), Path(out)
+    state = torch.load(run_dir / "last.state.pt", weights_only=False)
+    config = RunConfig.from_file(run_dir / "config.json")
+    model = SPIN(config.model)
+    weights.load_state(model, {k: torch.from_numpy(v.copy()) for k, v in _read_tensors(run_dir / "last.safetensors").items()})
+    last_val = next((h for h in reversed(state["history"]) if "val_acc" in h), {})
+    meta = {
+        "source": f"spinrec.train synthetic-data run {run_dir.name}, step {state['step']}",
+        "step": str(state["step"]),
+        "train_seconds": str(round(state["elapsed"])),
+        "val_acc": str(last_val.get("val_acc", "")),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    weights.save(model.eval(), out, meta, half=half)
+    if (run_dir / "curves.png").exists():
+        shutil.copyfile(run_dir / "curves.png", out.parent / "training_curves.png")
+    (out.parent / "README.md").write_text(model_card(config, state, out, half, eval_report))
+    return meta
+
+
+def model_card(config: RunConfig, state: dict, out: Path, half: bool, eval_report: str | Path | None) -> str:
+    from spinrec.evaluate import markdown_report
+    from spinrec.synth import discover_fonts
+
+    tc, data = config.train, config.data
+    n_params = sum(p.numel() for p in SPIN(config.model).parameters())
+    heldout = sorted({f.family for f in discover_fonts(tuple(data.font_dirs), "heldout", data.heldout_fraction)})
+    train_families = {f.family for f in discover_fonts(tuple(data.font_dirs), "train", data.heldout_fraction)}
+    last_val = next((h for h in reversed(state["history"]) if "val_acc" in h), {})
+    skipped = sum(h.get("skipped_steps", 0) for h in state["history"])
+    lines = [
+        f"# {out.name}: SPIN trained on synthetic words",
+        "",
+        f"- Architecture: SPIN (`spinrec.models.SPIN`), config `{json.dumps(config.model.to_dict())}`; "
+        f"{n_params:,} parameters, stored as {'float16' if half else 'float32'} "
+        f"({out.stat().st_size / 1e6:.1f} MB). Input [B, 1, 32, 100], encoder features [B, 26, 512].",
+        f"- Data: `spinrec.synth` stream seed {tc.data_seed}, rendered on the fly: {state['step'] * tc.batch_size:,} images "
+        f"({state['step']:,} steps x batch {tc.batch_size}) from {len(train_families)} font families; words from "
+        f"`{data.word_list}`, random alphanumerics and numbers, all augmentations on.",
+        f"- Held-out font families (never rendered in training, {len(heldout)}): {', '.join(heldout)}.",
+        f"- Training: `python -m spinrec.train run` with AdamW, PaddleOCR's piecewise rate "
+        f"{list(tc.lr_values)} at {[round(b, 3) for b in tc.lr_boundaries]} of {tc.steps:,} steps, warm-up {tc.warmup_steps}, "
+        f"clipping {tc.clip_norm}; {state['elapsed'] / 3600:.2f} h of training on {tc.threads} CPU thread(s); "
+        f"{skipped} non-finite steps skipped.",
+        f"- Last in-training check: word accuracy {100 * last_val.get('val_acc', float('nan')):.1f} % on "
+        f"{tc.eval_size} held-out-font images (stream {tc.eval_seed}).",
+        "",
+        "![training curves](training_curves.png)",
+        "",
+    ]
+    if eval_report is not None:
+        report = json.loads(Path(eval_report).read_text())
+        lines += [markdown_report(report["datasets"], "Evaluation").replace("# Evaluation", "## Evaluation", 1)]
+        lines += [f"Backend: {report['meta'].get('backend', '?')}.", ""]
+    lines += [
+        "## Limitations",
+        "",
+        "Trained on synthetic data only. The model emits lowercase letters, digits and 32 punctuation marks (SPIN's",
+        "dictionary), no spaces. Options of the transform that are off in this config are listed in",
+        "`configs/spin_compact.json` with the reason.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spinrec.train", description="train SPIN on synthetic words")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="train (or resume) a run")
+    p.add_argument("config", help="JSON config (configs/spin_compact.json, configs/spin_r32.json)")
+    p.add_argument("run_dir", help="run directory; resumed when it holds a checkpoint")
+    p.add_argument("--steps", type=int, help="stop at this step (the schedule still spans the config's steps)")
+    p = sub.add_parser("export", help="write a run's last weights as a safetensors checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("out")
+    p.add_argument("--half", action="store_true", help="store float16 (halves the file)")
+    p.add_argument("--eval-report", help="JSON report of spinrec.evaluate to put in the model card")
+    args = parser.parse_args(argv)
+    if args.command == "export":
+        meta = export(args.run_dir, args.out, args.half, args.eval_report)
+        print(f"exported {args.run_dir} -> {args.out}: {meta}")
+        return 0
+    trainer = Trainer(RunConfig.from_file(args.config), args.run_dir)
+    n = sum(p.numel() for p in trainer.model.parameters())
+    print(f"run {args.run_dir}: {n:,} parameters, step {trainer.step}/{trainer.config.train.steps}", flush=True)
+    trainer.run(args.steps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

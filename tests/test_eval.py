@@ -1,0 +1,157 @@
+"""PaddleOCR's RecMetric, the dataset readers (label file, benchmark LMDB) and the evaluation command."""
+
+import functools
+import json
+from pathlib import Path
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+import torch
+
+from spinrec import weights
+from spinrec.evaluate import DatasetError, main, read_dataset
+from spinrec.metrics import EPS, RecMetric, edit_distance, normalize_text, normalized_distance
+from spinrec.models.spin import SPIN, SPINConfig
+from spinrec.recognizer import Recognizer
+from spinrec.synth import SynthConfig, WordImages, write_folder
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "default.safetensors"
+
+
+def _reference_distance(a: str, b: str) -> int:
+    """Levenshtein distance by its recursive definition."""
+
+    @functools.lru_cache(maxsize=None)
+    def d(i: int, j: int) -> int:
+        if i == 0 or j == 0:
+            return i + j
+        return min(d(i - 1, j) + 1, d(i, j - 1) + 1, d(i - 1, j - 1) + (a[i - 1] != b[j - 1]))
+
+    return d(len(a), len(b))
+
+
+def test_edit_distance_known_cases_and_random_strings():
+    assert edit_distance("kitten", "sitting") == 3
+    assert edit_distance("", "abc") == 3 and edit_distance("abc", "") == 3 and edit_distance("", "") == 0
+    assert edit_distance("flaw", "lawn") == 2
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a = "".join(rng.choice(list("abc"), rng.integers(0, 8)))
+        b = "".join(rng.choice(list("abc"), rng.integers(0, 8)))
+        assert edit_distance(a, b) == _reference_distance(a, b), (a, b)
+
+
+def test_normalization_keeps_lowercased_ascii_alphanumerics():
+    assert normalize_text("Hello, World! 42") == "helloworld42"
+    assert normalize_text("Caf\u00e9's") == "cafs"
+    assert normalized_distance("", "") == 0.0
+    assert normalized_distance("abcd", "ab") == 0.5
+
+
+def test_rec_metric_hand_computed():
+    metric = RecMetric()
+    metric.update(["HeLLo!", "abc", "", "a b", "12x"], ["hello", "abd", "x", "ab", "12"])
+    # correct: hello, "a b" (spaces ignored); distances: 0, 1/3, 1/1, 0, 1/3
+    result = metric.result()
+    assert result["correct"] == 2 and result["count"] == 5
+    assert result["acc"] == pytest.approx(2 / (5 + EPS), abs=1e-12)
+    assert result["norm_edit_dis"] == pytest.approx(1 - (1 / 3 + 1 + 1 / 3) / (5 + EPS), abs=1e-12)
+    assert metric.errors == [("abc", "abd"), ("", "x"), ("12x", "12")]
+
+
+def test_rec_metric_without_filter_is_case_sensitive():
+    metric = RecMetric(is_filter=False)
+    metric.update(["Hello", "a-b"], ["hello", "a-b"])
+    assert metric.result()["correct"] == 1
+
+
+@pytest.fixture(scope="module")
+def samples():
+    source = WordImages(SynthConfig(split="heldout"))
+    return [source.sample(424242, i) for i in range(12)]
+
+
+def _build_benchmark_lmdb(path: Path, items: list[tuple[bytes, str]]) -> None:
+    """The benchmark layout written directly with lmdb (independent of spinrec.synth.write_lmdb)."""
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.put(b"num-samples", str(len(items)).encode())
+        for i, (data, label) in enumerate(items, start=1):
+            txn.put(f"image-{i:09d}".encode(), data)
+            txn.put(f"label-{i:09d}".encode(), label.encode())
+    env.close()
+
+
+def test_label_folder_and_lmdb_round_trip(samples, tmp_path):
+    write_folder(tmp_path / "set", samples, lmdb_path=tmp_path / "set" / "lmdb")
+    for dataset in (read_dataset(tmp_path / "set"), read_dataset(tmp_path / "set" / "labels.txt"), read_dataset(tmp_path / "set" / "lmdb")):
+        assert [s.label for s in dataset] == [text for _, text in samples]
+        for s, (image, _) in zip(dataset, samples):
+            decoded = cv2.imdecode(np.frombuffer(s.image, np.uint8), cv2.IMREAD_COLOR)
+            assert np.array_equal(decoded, image)
+
+
+def test_readers_report_bad_datasets(tmp_path):
+    (tmp_path / "labels.txt").write_text("no-tab-here\n")
+    with pytest.raises(DatasetError, match="expected 'image path<TAB>label'"):
+        read_dataset(tmp_path)
+    (tmp_path / "labels.txt").write_text("missing.png\tword\n")
+    with pytest.raises(DatasetError, match="cannot read image"):
+        read_dataset(tmp_path)
+    with pytest.raises(DatasetError, match="no such file"):
+        read_dataset(tmp_path / "nothing")
+    env = lmdb.open(str(tmp_path / "db"), map_size=1 << 20)
+    with env.begin(write=True) as txn:
+        txn.put(b"something", b"else")
+    env.close()
+    with pytest.raises(DatasetError, match="num-samples"):
+        read_dataset(tmp_path / "db")
+
+
+def test_command_reads_a_benchmark_lmdb(samples, tmp_path):
+    items = [(cv2.imencode(".png", image)[1].tobytes(), text) for image, text in samples]
+    items.append((b"not an image", "broken"))
+    _build_benchmark_lmdb(tmp_path / "bench", items)
+    torch.manual_seed(0)
+    model = SPIN(SPINConfig(backbone_out_channels=32, neck_hidden_size=32, neck_out_channels=(32, 512), head_hidden_size=32))
+    weights.save(model.eval(), tmp_path / "w.safetensors")
+    assert main([str(tmp_path / "bench"), "--weights", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "report"), "--batch-size", "5"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    result = report["datasets"][str(tmp_path / "bench")]
+    assert result["samples"] == len(items) and result["failed_images"] == 1
+    # The command's numbers equal a direct pass of the same images through the recognizer.
+    readings = Recognizer(weights.load(tmp_path / "w.safetensors")).recognize([data for data, _ in items[:-1]])
+    metric = RecMetric()
+    metric.update([r.text for r in readings] + [""], [label for _, label in items])
+    assert result["correct"] == metric.result()["correct"]
+    assert result["norm_edit_dis"] == pytest.approx(metric.result()["norm_edit_dis"], abs=1e-9)
+    table = (tmp_path / "report.md").read_text()
+    assert "| word accuracy |" in table and f"| {len(items)} |" in table
+
+
+def test_command_rejects_missing_backend_choice(tmp_path):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path)])
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="weights/default.safetensors not trained yet")
+def test_default_weights_read_clean_words():
+    """Clean black-on-white words in a common font: the shipped model must read nearly all of them."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from spinrec.synth import discover_fonts
+
+    font_path = next(f.path for f in discover_fonts(split="heldout") if f.family == "DejaVu Sans")
+    font = ImageFont.truetype(font_path, 40)
+    words = ["hello", "world", "street", "coffee", "2024", "open", "parking", "station", "exit", "market"]
+    images = []
+    for word in words:
+        w = int(font.getlength(word)) + 16
+        canvas = Image.new("RGB", (w, 56), "white")
+        ImageDraw.Draw(canvas).text((8, 4), word, font=font, fill="black")
+        images.append(np.asarray(canvas)[:, :, ::-1].copy())
+    readings = Recognizer.from_checkpoint(DEFAULT_WEIGHTS).recognize(images)
+    correct = sum(r.text == w for r, w in zip(readings, words))
+    assert correct >= 9, [r.text for r in readings]

@@ -1,0 +1,174 @@
+"""Training: the SPIN loss, the schedule, parameter groups, learning on real synthetic batches, resume."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spinrec import weights
+from spinrec.loss import spin_attention_loss
+from spinrec.models.spin import SPIN, SPINConfig
+from spinrec.synth import SynthConfig
+from spinrec.train import RunConfig, TrainConfig, Trainer, export, learning_rate, parameter_groups
+
+TINY = SPINConfig(backbone_out_channels=32, neck_hidden_size=32, neck_out_channels=(32, 512), head_hidden_size=32)
+
+
+def _labels(rng: np.random.Generator, batch: int, steps: int = 26) -> torch.Tensor:
+    labels = np.zeros((batch, steps + 1), dtype=np.int64)
+    for row in labels:
+        n = rng.integers(1, steps)
+        row[1 : n + 1] = rng.integers(2, 70, n)
+        row[n + 1] = 1
+    return torch.from_numpy(labels)
+
+
+def test_loss_equals_masked_mean_of_negative_log_likelihoods():
+    rng = np.random.default_rng(0)
+    for batch in (1, 5):
+        logits = torch.from_numpy(rng.normal(0, 3, (batch, 26, 70))).float()
+        labels = _labels(rng, batch)
+        total, count = 0.0, 0
+        for b in range(batch):
+            for t in range(26):
+                target = int(labels[b, t + 1])
+                if target == 0:
+                    continue
+                z = logits[b, t].double()
+                total += float(torch.logsumexp(z, 0) - z[target])
+                count += 1
+        expected = total / count
+        assert math.isclose(float(spin_attention_loss(logits, labels)), expected, rel_tol=1e-5)
+
+
+def test_loss_refuses_labels_that_do_not_fit():
+    with pytest.raises(ValueError, match="do not fit"):
+        spin_attention_loss(torch.zeros(2, 26, 70), torch.zeros(2, 26, dtype=torch.long))
+
+
+def test_piecewise_schedule_places_paddle_boundaries_at_fractions_of_the_run():
+    cfg = TrainConfig(steps=600)
+    assert [learning_rate(s, cfg) for s in (0, 299, 300, 399, 400, 499, 500, 599)] == [
+        1e-3, 1e-3, 3e-4, 3e-4, 9e-5, 9e-5, 2.7e-5, 2.7e-5,
+    ]  # fmt: skip
+    warm = dataclasses.replace(cfg, warmup_steps=10)
+    assert learning_rate(0, warm) == pytest.approx(1e-4) and learning_rate(9, warm) == pytest.approx(1e-3)
+
+
+def test_parameter_groups_scale_the_localisation_head_and_freeze_the_tps_fc():
+    model = SPIN(TINY)
+    groups = parameter_groups(model)
+    loc_ids = {id(p) for p in groups[1]["params"]}
+    assert loc_ids == {id(p) for p in model.transform.stucture_fc2.parameters()}
+    assert groups[1]["lr_scale"] == pytest.approx(0.1)
+    grouped = {id(p) for g in groups for p in g["params"]}
+    frozen = {id(p) for p in model.transform.GridGenerator.fc.parameters()}
+    assert not grouped & frozen
+    assert grouped == {id(p) for p in model.parameters() if id(p) not in frozen}
+
+
+def _run_config(**train) -> RunConfig:
+    base = dict(steps=4, batch_size=4, eval_every=1000, eval_size=4, checkpoint_every=2, num_workers=0)
+    return RunConfig(TINY, TrainConfig(**{**base, **train}), SynthConfig(split="train"))
+
+
+@pytest.mark.slow
+def test_steps_on_one_batch_reduce_the_loss_and_reach_every_parameter(tmp_path):
+    trainer = Trainer(_run_config(steps=1000, batch_size=8), tmp_path)
+    dataset = trainer.source.dataset(seed=3)
+    images, labels = map(torch.from_numpy, map(np.stack, zip(*(dataset[i] for i in range(8)))))
+    losses = [trainer.train_step(images, labels)["loss"] for _ in range(2)]
+    # Step 1 cannot reach the localisation trunk (stucture_fc2 starts at zero); from step 2 on every
+    # trainable parameter must receive a finite, non-zero gradient.
+    for name, p in trainer.model.named_parameters():
+        if not p.requires_grad:
+            continue
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    losses += [trainer.train_step(images, labels)["loss"] for _ in range(18)]
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[-1] < 0.9 * losses[0], losses  # about 0.8 after 20 steps at lr 1e-3
+
+
+@pytest.mark.slow
+def test_resumed_run_reaches_the_same_state_as_an_uninterrupted_one(tmp_path):
+    config = _run_config()
+    straight = Trainer(config, tmp_path / "straight")
+    straight.run(progress=False)
+    interrupted = Trainer(config, tmp_path / "resumed")
+    interrupted.run(steps=2, progress=False)
+    resumed = Trainer(config, tmp_path / "resumed")
+    assert resumed.step == 2
+    resumed.run(progress=False)
+    assert resumed.step == straight.step == 4
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    opt_a, opt_b = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    for key in opt_a:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt_a[key][name], opt_b[key][name]), (key, name)
+    assert (tmp_path / "resumed" / "curves.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_different_config(tmp_path):
+    Trainer(_run_config(), tmp_path).run(steps=2, progress=False)
+    with pytest.raises(ValueError, match="different config"):
+        Trainer(_run_config(batch_size=2), tmp_path)
+
+
+@pytest.mark.slow
+def test_a_run_can_be_extended(tmp_path):
+    Trainer(_run_config(steps=2), tmp_path).run(progress=False)
+    longer = Trainer(_run_config(steps=3), tmp_path)
+    assert longer.step == 2
+    longer.run(progress=False)
+    assert longer.step == 3 and RunConfig.from_file(tmp_path / "config.json").train.steps == 3
+
+
+@pytest.mark.slow
+def test_export_writes_a_checkpoint_that_loads_with_the_run_weights(tmp_path):
+    trainer = Trainer(_run_config(steps=2), tmp_path / "run")
+    trainer.run(progress=False)
+    meta = export(tmp_path / "run", tmp_path / "w.safetensors", half=True)
+    assert meta["step"] == "2"
+    card = (tmp_path / "README.md").read_text()
+    assert "8 images (2 steps x batch 4)" in card and (tmp_path / "training_curves.png").exists()
+    loaded = weights.load(tmp_path / "w.safetensors")
+    assert loaded.config == TINY
+    for key, value in trainer.model.state_dict().items():
+        expected = value.half().float() if value.is_floating_point() else value
+        assert torch.equal(loaded.state_dict()[key], expected), key
+
+
+def test_shipped_configs_parse_and_keep_the_serving_feature_shape():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("spin_compact.json", "spin_r32.json"):
+        config = RunConfig.from_file(root / name)
+        assert config.model.sequence_length == 26 and config.model.feature_channels == 512, name
+    assert RunConfig.from_file(root / "spin_r32.json").model == SPINConfig()
+
+
+def test_a_step_with_non_finite_gradients_is_skipped(tmp_path):
+    """Offset logits far below zero make the AIN blend exactly 0 on black pixels, where the gradient of
+    I ** 0.03 is infinite (seen in real runs); that step must leave weights and optimiser untouched."""
+    trainer = Trainer(_run_config(steps=100), tmp_path)
+    with torch.no_grad():
+        trainer.model.transform.offset_fc2.bias.fill_(-200.0)
+    images = torch.full((2, 1, 32, 100), -1.0)  # black
+    images[:, :, 10:20, 20:80] = 1.0
+    labels = torch.from_numpy(np.stack([trainer.source.charset.encode("ab")] * 2))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    result = trainer.train_step(images, labels)
+    assert result["skipped"] and not math.isfinite(result["grad_norm"])
+    assert trainer.step == 1 and not trainer.optimizer.state
+    for key, value in trainer.model.state_dict().items():
+        if not key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(value, before[key]), key
