@@ -13,6 +13,10 @@ import torch
 import torch.nn.functional as F
 
 
+#: Smallest intensity at which training differentiates the power curves (see :func:`spin_blend`).
+GRAD_FLOOR = 1e-6
+
+
 def power_exponents(k: int = 6) -> list[float]:
     """The 2K+1 structure-preserving exponents beta of SPIN (PaddleOCR's ``cal_K``).
 
@@ -67,8 +71,8 @@ def spin_blend(
     ``I = 1`` every power is 1. ``I ** 33.33`` underflows to 0 for ``I`` below about 0.05 and
     ``I ** 0.03`` is within 1e-3 of 1 above 0.97: both are exact float32 behaviour and are why the op must
     not run in float16. A constant ``S`` (zero variance) normalises to ``norm_bias``. The gradient
-    of ``I ** beta`` with ``beta < 1`` is infinite at ``I = 0``; in training ``alpha > 0`` keeps ``I``
-    off zero.
+    of ``I ** beta`` with ``beta < 1`` is infinite at ``I = 0``: when autograd records the op, the
+    gradient is taken at ``max(I, GRAD_FLOOR)`` while the forward value stays ``I ** beta``.
     """
     if weights.shape[1] != len(exponents):
         raise ValueError(f"weights has {weights.shape[1]} curves, expected {len(exponents)}")
@@ -79,8 +83,14 @@ def spin_blend(
         off = F.interpolate(offsets, size=image.shape[2:], mode="bilinear", align_corners=False)
         alpha = gate.reshape(-1, 1, 1, 1)
         x = x * (1 - alpha) + off * alpha
-    x = x.clamp(0.0, 1.0)
+    x = x.clamp(0.0, 1.0).unsqueeze(1)
     beta = torch.tensor(exponents, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1, 1)
-    s = (x.unsqueeze(1).pow(beta) * weights[:, :, None, None, None]).sum(dim=1)
+    powers = x.pow(beta)
+    if powers.requires_grad:
+        # d(I^b)/dI = b I^(b-1) is infinite at I = 0 for b < 1 (a black pixel where the offset map is 0):
+        # training takes the gradient at max(I, GRAD_FLOOR) while the value stays exactly I^b.
+        floored = x.clamp_min(GRAD_FLOOR).pow(beta)
+        powers = floored + (powers - floored).detach()
+    s = (powers * weights[:, :, None, None, None]).sum(dim=1)
     s = F.instance_norm(s, weight=norm_weight, bias=norm_bias, eps=eps)
     return torch.sigmoid(s) * 2 - 1

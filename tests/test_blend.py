@@ -93,3 +93,19 @@ def test_blend_out_of_range_input_stays_finite():
 def test_blend_rejects_wrong_curve_count():
     with pytest.raises(ValueError, match="13"):
         spin_blend(torch.zeros(1, 1, 32, 100), torch.zeros(1, 12), None, None, torch.ones(1), torch.zeros(1), power_exponents(6))
+
+
+def test_gradient_is_finite_at_black_pixels_and_value_unchanged():
+    exps = power_exponents(6)
+    image = torch.full((2, 1, 32, 100), -1.0)
+    image[:, :, :, 50:] = torch.rand(2, 1, 32, 50) * 2 - 1
+    offsets = torch.zeros(2, 1, 2, 6, requires_grad=True)  # AIN output of exactly 0: I = 0 on the black half
+    weights = torch.randn(2, 13, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    gate = torch.full((2,), 0.3, requires_grad=True)
+    args = (torch.ones(1), torch.zeros(1), exps)
+    out = spin_blend(image, weights, offsets, gate, *args)
+    out.sum().backward()
+    for t in (offsets, weights, gate):
+        assert torch.isfinite(t.grad).all()
+    with torch.no_grad():
+        torch.testing.assert_close(out, spin_blend(image, weights, offsets, gate, *args), rtol=0, atol=0)
