@@ -1,4 +1,5 @@
-"""``spinrec`` command line: ``convert-paddle``, ``recognize``, ``init``, ``serve``."""
+"""``spinrec`` command line: ``convert-paddle``, ``recognize``, ``init``, and ``serve``, ``synth``,
+``train``, ``evaluate`` (delegated to their modules)."""
 
 from __future__ import annotations
 
@@ -52,10 +53,13 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from spinrec.serving.launch import main as launch
-
-    return launch(args.launcher_args)
+#: Commands whose arguments all belong to another module's ``main``.
+DELEGATED = {
+    "serve": ("spinrec.serving.launch", "start Triton on the model repository"),
+    "synth": ("spinrec.synth", "render synthetic word images"),
+    "train": ("spinrec.train", "train or export a SPIN model"),
+    "evaluate": ("spinrec.evaluate", "word accuracy of a model on a labelled set"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,13 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dst")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_init)
-    p = sub.add_parser("serve", help="start Triton on the model repository (options: `spinrec serve --help`)", add_help=False)
-    p.set_defaults(func=_serve)
-    # Everything after `serve` belongs to the launcher (and, past it, to tritonserver).
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=f"{help_text} (options: `spinrec {name} --help`)", add_help=False)
     args, rest = parser.parse_known_args(argv)
-    if args.command != "serve" and rest:
+    if args.command in DELEGATED:
+        import importlib
+
+        return importlib.import_module(DELEGATED[args.command][0]).main(rest)
+    if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    args.launcher_args = rest
     try:
         return args.func(args)
     except (weights.CheckpointError, OSError) as e:
