@@ -4,6 +4,7 @@
 # references), onnxruntime-extensions, mypy and TensorRT's type stubs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin:/sbin"  # ldconfig, when the caller's PATH lacks the sbin folders
 dev=false
 [ "${1:-}" = "--dev" ] && dev=true
 # perf_analyzer links libb64; the Python-backend stub embeds the system libpython3.11.
