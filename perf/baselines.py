@@ -34,25 +34,22 @@ def artifacts(repository: Path) -> dict[str, Path]:
 
 
 class InProcessPipeline:
-    """bytes -> texts with the server's stage code, no server. ``runtime``: ``ort`` (what configs/cpu.pbtxt
-    serves) or ``openvino``/``openvino_bf16`` (:mod:`perf.runtimes`)."""
+    """bytes -> texts with the server's stage code, no server. ``runtime``: one the served encoder offers
+    (``openvino``, what configs/cpu.pbtxt serves, or ``onnxruntime``) or ``openvino_bf16``
+    (:mod:`perf.runtimes`)."""
 
-    def __init__(self, repository: Path, threads: int = 2, runtime: str = "ort", stop_at_eos: bool = True):
+    def __init__(self, repository: Path, threads: int = 2, runtime: str = "openvino", stop_at_eos: bool = True):
         from spinrec.charset import Charset
-        from spinrec.decoder import AttentionDecoder
+        from spinrec.serving.stages import HeadDecoder, OnnxEncoder
 
         from perf import runtimes
 
         paths = artifacts(repository)
-        if runtime == "ort":
-            self.encoder = runtimes.ort_encoder(paths["onnx"], threads)
-        elif runtime.startswith("openvino"):
-            self.encoder = runtimes.openvino_encoder(paths["onnx"], threads, "bf16" if runtime.endswith("bf16") else "f32")
+        if runtime == "openvino_bf16":
+            self.encoder = runtimes.openvino_encoder(paths["onnx"], threads, "bf16")
         else:
-            raise ValueError(f"unknown runtime {runtime}")
-        self.decoder = AttentionDecoder.from_checkpoint(paths["checkpoint"])
-        self.charset = Charset.from_file(str(paths["charset"]))
-        self.stop_at_eos = stop_at_eos
+            self.encoder = OnnxEncoder(paths["onnx"], threads, runtime)
+        self.decoder = HeadDecoder(paths["checkpoint"], Charset.from_file(str(paths["charset"])), stop_at_eos)
 
     def preprocess(self, payloads: Sequence[bytes]) -> np.ndarray:
         from spinrec.preprocess import preprocess_batch
@@ -63,9 +60,7 @@ class InProcessPipeline:
         return batch
 
     def decode(self, features: np.ndarray) -> list[str]:
-        from spinrec.decoding import decode
-
-        return [r.text for r in decode(self.decoder(features, self.stop_at_eos), self.charset, self.stop_at_eos)]
+        return [r.text for r in self.decoder(features)]
 
     def __call__(self, payloads: Sequence[bytes]) -> list[str]:
         return self.decode(self.encoder(self.preprocess(payloads)))
@@ -83,7 +78,7 @@ def eager_recognizer(repository: Path, threads: int = 2, batch_size: int = 32):
     return Recognizer(weights.load(paths["checkpoint"]), Charset.from_file(str(paths["charset"])), stop_at_eos=True, batch_size=batch_size)
 
 
-def measure(repository: Path, payloads: Sequence[bytes], threads: int = 2, rounds_b1: int = 16, rounds_b32: int = 4, runtime: str = "ort") -> dict:
+def measure(repository: Path, payloads: Sequence[bytes], threads: int = 2, rounds_b1: int = 16, rounds_b32: int = 4, runtime: str = "openvino") -> dict:
     """Everything in the module docstring, interleaved (see :mod:`perf.timing`); returns a record."""
     import torch
 

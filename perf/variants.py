@@ -31,8 +31,6 @@ class TritonPythonModel(EncoderModel):
         runtime = "{runtime}"
         if runtime == "ort_nospin":
             self.encoder = runtimes.ort_encoder(path, threads, spinning=False)
-        elif runtime == "openvino":
-            self.encoder = runtimes.openvino_encoder(path, threads, "f32")
         elif runtime == "openvino_bf16":
             self.encoder = runtimes.openvino_encoder(path, threads, "bf16")
         else:
@@ -52,7 +50,11 @@ def _set_param(text: str, key: str, value: str) -> str:
     return re.sub(pat, line, text) if re.search(pat, text) else text + "\n" + line + "\n"
 
 
-def build_variant(source: Path, out: Path, encoder: str = "ort", encoder_instances: int | None = None,
+#: Encoder runtimes the served model offers through its ``runtime`` parameter; the others need a variant model.
+SERVED_RUNTIMES = ("onnxruntime", "openvino")
+
+
+def build_variant(source: Path, out: Path, encoder: str = "served", encoder_instances: int | None = None,
                   encoder_threads: int | None = None, preprocess_instances: int | None = None, decoder_instances: int | None = None,
                   encoder_delay_us: int | None = None, decoder_delay_us: int | None = None) -> Path:
     if out.exists():
@@ -70,7 +72,9 @@ def build_variant(source: Path, out: Path, encoder: str = "ort", encoder_instanc
             dst.symlink_to(path.resolve())
     enc_cfg = out / "spin_encoder" / "configs" / "cpu.pbtxt"
     text = enc_cfg.read_text()
-    if encoder != "ort":
+    if encoder in SERVED_RUNTIMES:
+        text = _set_param(text, "runtime", encoder)
+    elif encoder != "served":
         (out / "spin_encoder" / "1" / "encoder_variant.py").write_text(ENCODER_MODEL.format(runtime=encoder))
         text = _set(text, r'default_model_filename: "[^"]*"', 'default_model_filename: "encoder_variant.py"')
     if encoder_instances is not None:
@@ -97,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m perf.variants", description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path)
     p.add_argument("--source", type=Path, default=ROOT / "model_repository")
-    p.add_argument("--encoder", choices=("ort", "ort_nospin", "openvino", "openvino_bf16"), default="ort")
+    p.add_argument("--encoder", choices=("served", *SERVED_RUNTIMES, "ort_nospin", "openvino_bf16"), default="served")
     p.add_argument("--encoder-instances", type=int)
     p.add_argument("--encoder-threads", type=int)
     p.add_argument("--preprocess-instances", type=int)
