@@ -23,7 +23,7 @@ PROTOCOLS = {"http": "127.0.0.1:8000", "grpc": "127.0.0.1:8001"}
 _NOISE = re.compile(r"^(\[\d+\] )?(in ensemble '[^']*', )?(IMAGE\[0\]: )?")
 
 
-class ClientError(RuntimeError):
+class ClientError(ConnectionError):
     """Nothing can be read: the server is unreachable or does not serve the model."""
 
 
@@ -198,3 +198,29 @@ class OcrClient:
                 return await self.recognize_async(items)
 
         return asyncio.run(run())
+
+
+class ServerReadError(RuntimeError):
+    """The server refused one image; the message is the server's."""
+
+
+def evaluation_backend(url: str | None = None, protocol: str = "grpc", batch_size: int | str = 16, concurrency: int | str = 4):
+    """A :data:`spinrec.evaluate.Backend` that reads through the server: encoded images -> one
+    :class:`~spinrec.decoding.Reading` or :class:`ServerReadError` each, in order.
+
+    For ``python -m spinrec.evaluate DATASET --server URL`` (arguments may come as strings from the command line).
+    """
+    from spinrec.decoding import Reading
+
+    client = OcrClient(url, protocol, batch_size=int(batch_size), concurrency=int(concurrency), char_probs=True)
+    client.recognize([])  # raises ClientError now rather than at the first batch
+
+    def read(images: list[bytes]) -> list:
+        results = client.recognize([(f"image {i}", data) for i, data in enumerate(images)])
+        return [
+            Reading(r.text, r.confidence, np.asarray(r.char_probs, np.float32)) if r.ok else ServerReadError(r.error)
+            for r in results
+        ]
+
+    return read
+

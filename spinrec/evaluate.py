@@ -9,11 +9,13 @@ Datasets:
 
 Backends: anything with the signature :data:`Backend`, one result per image, in order: a
 :class:`~spinrec.decoding.Reading`, or the exception that image raised. :func:`recognizer_backend` is the
-in-process PyTorch one; a Triton client plugs in through ``--backend module:factory``.
+in-process PyTorch one; ``--server`` reads through a Triton server with the project's client
+(:func:`client.ocr.evaluation_backend`); any other backend plugs in through ``--backend module:factory``.
 
 Command::
 
     python -m spinrec.evaluate DATASET [DATASET ...] --weights weights/default.safetensors --out reports/eval
+    python -m spinrec.evaluate DATASET --server 127.0.0.1:8001 --protocol grpc   # through Triton
     python -m spinrec.evaluate DATASET --backend mypkg.client:make_backend --backend-option url=localhost:8001
 
 writes ``OUT.json`` and ``OUT.md`` (a table per dataset: samples, word accuracy, normalized edit distance,
@@ -33,6 +35,8 @@ from typing import Callable, Sequence
 
 from spinrec.decoding import Reading
 from spinrec.metrics import RecMetric
+
+SERVER_BACKEND = "client.ocr:evaluation_backend"
 
 Backend = Callable[[list[bytes]], list["Reading | Exception"]]
 
@@ -219,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spinrec.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("datasets", nargs="+", help="LMDB folder, folder with labels.txt, or a label file")
     parser.add_argument("--weights", help="safetensors checkpoint for the in-process backend")
-    parser.add_argument("--backend", help="module:factory returning a Backend (e.g. a Triton client)")
+    parser.add_argument("--server", metavar="HOST:PORT", help="read through a Triton server serving spin_ocr")
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="with --server (default: %(default)s)")
+    parser.add_argument("--backend", help="module:factory returning a Backend")
     parser.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE", help="factory argument")
     parser.add_argument("--data-dir", help="root of the image paths of label files (default: the file's folder)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -228,8 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="evaluate only the first N samples of each dataset")
     parser.add_argument("--out", default="eval_report", help="report path without suffix (writes .json and .md)")
     args = parser.parse_args(argv)
-    if (args.weights is None) == (args.backend is None):
-        parser.error("give exactly one of --weights (in-process) or --backend")
+    if sum(x is not None for x in (args.weights, args.server, args.backend)) != 1:
+        parser.error("give exactly one of --weights (in-process), --server (Triton) or --backend")
+    if args.server:
+        args.backend = SERVER_BACKEND
+        args.backend_option += [f"url={args.server}", f"protocol={args.protocol}"]
     try:
         if args.weights:
             backend = recognizer_backend(args.weights, args.batch_size, args.threads, not args.paddle_decoding)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "default.safetensors"
 WORDS = ("hello", "world", "triton", "spin", "serve", "batch", "queue", "model", "tensor", "ocr", "2026", "text-42")
 SERVER_START_TIMEOUT_S = 240
 
@@ -121,13 +122,8 @@ def expected(reference, word_images):
 
 @pytest.fixture(scope="session")
 def built_repository(tmp_path_factory, checkpoint) -> Path:
-    """The model repository built by the real builder command into a temporary folder."""
-    output = tmp_path_factory.mktemp("model_repository")
-    cmd = [sys.executable, "-m", "builders.build_repository", "--output", str(output), "--weights", str(checkpoint)]
-    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail(f"build_repository failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return output
+    """The model repository built from :func:`checkpoint` into a temporary folder."""
+    return build_repository(tmp_path_factory.mktemp("model_repository"), checkpoint)
 
 
 def free_port() -> int:
@@ -177,29 +173,55 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-@pytest.fixture(scope="session")
-def triton_server(built_repository, tmp_path_factory):
-    """A real tritonserver on the built repository, started by ``spinrec.serving.launch``."""
-    log = tmp_path_factory.mktemp("triton") / "server.log"
+def start_triton(repository: Path, log: Path) -> TritonServer:
+    """A real tritonserver on ``repository``, started by ``spinrec.serving.launch`` on free ports."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     cmd = [
         sys.executable, "-m", "spinrec.serving.launch", "--no-build",
-        "--model-repository", str(built_repository),
+        "--model-repository", str(repository),
         "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
         "--exit-timeout-secs=10",  # passed through to tritonserver
     ]
     with open(log, "w") as out:
         process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
-    server = TritonServer(process, built_repository, log, f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", metrics_port)
+    server = TritonServer(process, repository, log, f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", metrics_port)
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while not server.ready():
         if process.poll() is not None or time.monotonic() > deadline:
             _stop(process)
             pytest.fail(f"tritonserver did not become ready (exit {process.returncode}); log {log}:\n{server.log_tail()}")
         time.sleep(0.5)
+    return server
+
+
+def build_repository(output: Path, weights: Path) -> Path:
+    """The model repository built by the real builder command."""
+    cmd = [sys.executable, "-m", "builders.build_repository", "--output", str(output), "--weights", str(weights)]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"build_repository failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return output
+
+
+@pytest.fixture(scope="session")
+def triton_server(built_repository, tmp_path_factory):
+    """A real tritonserver on the built repository (the test checkpoint)."""
+    server = start_triton(built_repository, tmp_path_factory.mktemp("triton") / "server.log")
     yield server
-    _stop(process)
-    print(f"\ntriton server log kept at {log}")
+    _stop(server.process)
+    print(f"\ntriton server log kept at {server.log}")
+
+
+@pytest.fixture(scope="session")
+def default_server(tmp_path_factory):
+    """A real tritonserver on a repository built from the shipped default weights."""
+    if not DEFAULT_WEIGHTS.exists():
+        pytest.skip(f"{DEFAULT_WEIGHTS} is not in this checkout")
+    repository = build_repository(tmp_path_factory.mktemp("default_repository"), DEFAULT_WEIGHTS)
+    server = start_triton(repository, tmp_path_factory.mktemp("triton_default") / "server.log")
+    yield server
+    _stop(server.process)
+    print(f"\ntriton server (default weights) log kept at {server.log}")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -207,7 +229,8 @@ def pytest_runtest_makereport(item, call):
     """Attach the server log's tail to the report of any failed test that used the server."""
     outcome = yield
     report = outcome.get_result()
-    if report.failed and "triton_server" in getattr(item, "fixturenames", ()):
-        server = item.funcargs.get("triton_server")
-        if isinstance(server, TritonServer):
-            report.sections.append(("triton server log (tail)", server.log_tail()))
+    if report.failed:
+        for name in ("triton_server", "default_server"):
+            server = getattr(item, "funcargs", {}).get(name)
+            if isinstance(server, TritonServer):
+                report.sections.append((f"{name} log (tail)", server.log_tail()))

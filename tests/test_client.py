@@ -119,3 +119,33 @@ def test_cli_unreachable_server_exits_2(image_dir):
     done = run_cli("-u", f"127.0.0.1:{free_port()}", str(image_dir / "words"))
     assert done.returncode == 2
     assert "cannot reach Triton" in done.stderr.decode() and not done.stdout
+
+
+def _word_lmdb(path, word_images) -> str:
+    from spinrec.synth import write_lmdb
+
+    write_lmdb(path, list(zip(word_images, WORDS)))
+    return str(path)
+
+
+def test_evaluate_through_the_server_equals_in_process(triton_server, checkpoint, word_images, tmp_path):
+    from spinrec.evaluate import main as evaluate_main
+
+    dataset = _word_lmdb(tmp_path / "lmdb", word_images)
+    reports = {}
+    for name, backend in {"triton": ["--server", triton_server.http_url, "--protocol", "http"], "torch": ["--weights", str(checkpoint)]}.items():
+        assert evaluate_main([dataset, *backend, "--batch-size", "5", "--out", str(tmp_path / name)]) == 0
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    triton, torch_ = (reports[n]["datasets"][dataset] for n in ("triton", "torch"))
+    assert triton["samples"] == len(WORDS) and triton["failed_images"] == 0
+    assert (triton["correct"], triton["examples_wrong"]) == (torch_["correct"], torch_["examples_wrong"])
+    assert triton["norm_edit_dis"] == pytest.approx(torch_["norm_edit_dis"], abs=1e-9)
+    assert reports["triton"]["meta"]["backend"] == "client.ocr:evaluation_backend"
+
+
+def test_evaluate_with_an_unreachable_server_exits_2(word_images, tmp_path, capsys):
+    from spinrec.evaluate import main as evaluate_main
+
+    url = f"127.0.0.1:{free_port()}"
+    assert evaluate_main([_word_lmdb(tmp_path / "lmdb", word_images), "--server", url]) == 2
+    assert f"cannot reach Triton at {url} over grpc" in capsys.readouterr().err

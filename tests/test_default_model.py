@@ -1,0 +1,73 @@
+"""The shipped default weights read text: exact words through a real tritonserver (HTTP and gRPC) and
+in-process, and the evaluation command gives the same numbers through the server as in-process.
+
+Skipped only in a checkout without ``weights/default.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import DEFAULT_WEIGHTS
+from spinrec.evaluate import main as evaluate_main
+from spinrec.synth import SynthConfig, WordImages, write_folder
+
+pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason=f"{DEFAULT_WEIGHTS} is not in this checkout")
+
+# Plain words, a number and mixed case, in a font family held out of training.
+WORDS = ("hello", "world", "street", "coffee", "2024", "open", "parking", "station", "exit", "market", "Triton", "SERVER")
+
+
+@pytest.fixture(scope="module")
+def clean_words() -> list[bytes]:
+    """:data:`WORDS` in DejaVu Sans, black on white, PNG."""
+    import cv2
+    from PIL import Image, ImageDraw, ImageFont
+
+    from spinrec.synth import discover_fonts
+
+    font_path = next(f.path for f in discover_fonts(split="heldout") if f.family == "DejaVu Sans")
+    font = ImageFont.truetype(font_path, 40)
+    images = []
+    for word in WORDS:
+        canvas = Image.new("RGB", (int(font.getlength(word)) + 16, 56), "white")
+        ImageDraw.Draw(canvas).text((8, 4), word, font=font, fill="black")
+        images.append(cv2.imencode(".png", np.asarray(canvas)[:, :, ::-1])[1].tobytes())
+    return images
+
+
+def test_reads_clean_words_in_process(clean_words):
+    from spinrec.recognizer import Recognizer
+
+    readings = Recognizer.from_checkpoint(DEFAULT_WEIGHTS).recognize(clean_words)
+    # The charset is lowercase (PaddleOCR's SPIN dictionary), so capitals read as lowercase.
+    assert [r.text for r in readings] == [w.lower() for w in WORDS]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_reads_clean_words_through_triton(default_server, protocol, clean_words):
+    from client.ocr import OcrClient
+
+    results = OcrClient(default_server.url(protocol), protocol, batch_size=5).recognize(list(zip(WORDS, clean_words)))
+    assert [r.text for r in results] == [w.lower() for w in WORDS]
+    assert all(0.5 < r.confidence <= 1.0 for r in results)
+
+
+def test_evaluation_through_triton_equals_in_process(default_server, tmp_path):
+    """``spinrec.evaluate`` over a benchmark-format LMDB of held-out synthetic words (with one broken image):
+    the server and the in-process pipeline give the same counts."""
+    source = WordImages(SynthConfig(split="heldout"))
+    write_folder(tmp_path / "set", [source.sample(777, i) for i in range(40)], lmdb_path=tmp_path / "lmdb")
+    reports = {}
+    for name, backend in {"triton": ["--server", default_server.grpc_url], "torch": ["--weights", str(DEFAULT_WEIGHTS)]}.items():
+        assert evaluate_main([str(tmp_path / "lmdb"), *backend, "--batch-size", "16", "--out", str(tmp_path / name)]) == 0
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())["datasets"][str(tmp_path / "lmdb")]
+    triton, torch_ = reports["triton"], reports["torch"]
+    assert triton["samples"] == torch_["samples"] == 40 and triton["failed_images"] == torch_["failed_images"] == 0
+    assert triton["correct"] == torch_["correct"]
+    assert triton["norm_edit_dis"] == pytest.approx(torch_["norm_edit_dis"], abs=1e-9)
+    assert triton["correct"] >= 30, triton["examples_wrong"]
+
