@@ -17,7 +17,8 @@ Commands::
 
     python -m spinrec.train run configs/spin_compact.json /root/spin_runs/compact
     python -m spinrec.train export /root/spin_runs/compact weights/default.safetensors --half \
-        --eval-report reports/heldout2000.json      # also writes weights/README.md (model card)
+        --eval-report reports/heldout2000.json --eval-report reports/heldout2000_triton.json
+        # also writes weights/README.md (model card)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -328,10 +330,10 @@ def plot_history(history: list[dict], path: str | Path) -> None:
     plt.close(fig)
 
 
-def export(run_dir: str | Path, out: str | Path, half: bool = False, eval_report: str | Path | None = None) -> dict:
+def export(run_dir: str | Path, out: str | Path, half: bool = False, eval_reports: Sequence[str | Path] = ()) -> dict:
     """Copy a run's last weights to ``out`` (optionally float16) with its step and accuracy as metadata,
-    and write the model card ``README.md`` and ``training_curves.png`` next to it. ``eval_report`` is a
-    JSON written by :mod:`spinrec.evaluate`; its table goes into the card."""
+    and write the model card ``README.md`` and ``training_curves.png`` next to it. ``eval_reports`` are
+    JSON files written by :mod:`spinrec.evaluate`; their tables go into the card."""
     import shutil
 
     run_dir, out = Path(run_dir), Path(out)
@@ -350,11 +352,11 @@ def export(run_dir: str | Path, out: str | Path, half: bool = False, eval_report
     weights.save(model.eval(), out, meta, half=half)
     if (run_dir / "curves.png").exists():
         shutil.copyfile(run_dir / "curves.png", out.parent / "training_curves.png")
-    (out.parent / "README.md").write_text(model_card(config, state, out, half, eval_report))
+    (out.parent / "README.md").write_text(model_card(config, state, out, half, eval_reports))
     return meta
 
 
-def model_card(config: RunConfig, state: dict, out: Path, half: bool, eval_report: str | Path | None) -> str:
+def model_card(config: RunConfig, state: dict, out: Path, half: bool, eval_reports: Sequence[str | Path]) -> str:
     from spinrec.evaluate import markdown_report
     from spinrec.synth import discover_fonts
 
@@ -384,10 +386,16 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, eval_repor
         "![training curves](training_curves.png)",
         "",
     ]
-    if eval_report is not None:
-        report = json.loads(Path(eval_report).read_text())
-        lines += [markdown_report(report["datasets"], "Evaluation").replace("# Evaluation", "## Evaluation", 1)]
-        lines += [f"Backend: {report['meta'].get('backend', '?')}.", ""]
+    for path in eval_reports:
+        report = json.loads(Path(path).read_text())
+        backend = report["meta"].get("backend", "?")
+        lines += [markdown_report(report["datasets"], f"Evaluation: {backend}").replace("# Evaluation", "## Evaluation", 1)]
+    if eval_reports:
+        lines += [
+            "Held-out sets are rendered by `python -m spinrec.synth OUT --split heldout --seed S --lmdb` with held-out font",
+            f"families and a seed never used in training (training stream {tc.data_seed}, in-training check {tc.eval_seed}).",
+            "",
+        ]
     lines += [
         "## Limitations",
         "",
@@ -410,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir")
     p.add_argument("out")
     p.add_argument("--half", action="store_true", help="store float16 (halves the file)")
-    p.add_argument("--eval-report", help="JSON report of spinrec.evaluate to put in the model card")
+    p.add_argument("--eval-report", action="append", default=[], help="JSON report of spinrec.evaluate for the model card (repeatable)")
     args = parser.parse_args(argv)
     if args.command == "export":
         meta = export(args.run_dir, args.out, args.half, args.eval_report)

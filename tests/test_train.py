@@ -1,6 +1,7 @@
 """Training: the SPIN loss, the schedule, parameter groups, learning on real synthetic batches, resume."""
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -135,10 +136,14 @@ def test_a_run_can_be_extended(tmp_path):
 def test_export_writes_a_checkpoint_that_loads_with_the_run_weights(tmp_path):
     trainer = Trainer(_run_config(steps=2), tmp_path / "run")
     trainer.run(progress=False)
-    meta = export(tmp_path / "run", tmp_path / "w.safetensors", half=True)
+    report = {"meta": {"backend": "in-process PyTorch"}, "datasets": {"heldout": {
+        "samples": 8, "word_accuracy": 0.5, "norm_edit_dis": 0.75, "failed_images": 0, "images_per_s": 10.0}}}
+    (tmp_path / "eval.json").write_text(json.dumps(report))
+    meta = export(tmp_path / "run", tmp_path / "w.safetensors", half=True, eval_reports=[tmp_path / "eval.json"])
     assert meta["step"] == "2"
     card = (tmp_path / "README.md").read_text()
     assert "8 images (2 steps x batch 4)" in card and (tmp_path / "training_curves.png").exists()
+    assert "## Evaluation: in-process PyTorch" in card and "| heldout | 8 | 50.00 % | 0.7500 | 0 | 10.0 |" in card
     loaded = weights.load(tmp_path / "w.safetensors")
     assert loaded.config == TINY
     for key, value in trainer.model.state_dict().items():
