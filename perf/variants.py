@@ -84,7 +84,7 @@ def build_variant(source: Path, out: Path, encoder: str = "served", encoder_inst
     if encoder_delay_us is not None:
         text = _set(text, r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {encoder_delay_us}")
     enc_cfg.write_text(text)
-    dec_cfg = out / "spin_decoder" / "config.pbtxt"
+    dec_cfg = out / "spin_decoder" / "configs" / "cpu.pbtxt"
     text = dec_cfg.read_text()
     if decoder_instances is not None:
         text = _set(text, r"(instance_group \[ \{ kind: KIND_CPU count: )\d+", rf"\g<1>{decoder_instances}")

@@ -3,6 +3,9 @@
 Same computation as :class:`spinrec.models.attention_head.SPINAttentionHead` in eval mode, for serving
 processes that should not load PyTorch (hundreds of MB per process). The loop runs once per *batch*:
 every step is a handful of float32 matrix products over all sequences at once.
+
+The array module is a constructor argument: NumPy on the CPU, CuPy on a GPU (the same code; CuPy
+implements the NumPy API), so a GPU deployment decodes the encoder's output where TensorRT left it.
 """
 
 from __future__ import annotations
@@ -29,13 +32,13 @@ _KEYS = (
 )
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def _sigmoid(xp, x):
     # Written with tanh: exp(-x) overflows float32 for x < -88, tanh saturates instead.
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)
+    return 0.5 * (xp.tanh(0.5 * x) + 1.0)
 
 
-def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
+def _softmax(xp, x, axis: int):
+    e = xp.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
 
@@ -45,9 +48,10 @@ class AttentionDecoder:
     Args:
         state: the ten ``head.*`` tensors of a SPIN state dict (with or without the ``head.`` prefix).
         max_steps: decoding steps (``max_text_length + 1``, 26).
+        xp: the array module the weights live in and :meth:`__call__` computes with (``numpy`` or ``cupy``).
     """
 
-    def __init__(self, state: Mapping[str, np.ndarray], max_steps: int = 26):
+    def __init__(self, state: Mapping[str, np.ndarray], max_steps: int = 26, xp=np):
         get = {k[len(_PREFIX):] if k.startswith(_PREFIX) else k: np.asarray(v, np.float32) for k, v in state.items()}
         missing = [k for k in _KEYS if k not in get]
         if missing:
@@ -66,9 +70,12 @@ class AttentionDecoder:
         self.w_gen = get["generator.weight"].T.copy()  # [Hd, classes]
         self.b_gen = get["generator.bias"]
         self.hidden_size = self.w_h2h.shape[0]
+        self.xp = xp
+        for name in ("w_i2h", "w_h2h", "b_h2h", "w_score", "w_ctx", "emb", "w_hh", "w_gen", "b_gen"):
+            setattr(self, name, xp.asarray(getattr(self, name)))
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, max_steps: int | None = None) -> "AttentionDecoder":
+    def from_checkpoint(cls, path: str | Path, max_steps: int | None = None, xp=np) -> "AttentionDecoder":
         """Read only the ``head.*`` tensors of a safetensors checkpoint (float16 ones are widened)."""
         import json
 
@@ -79,36 +86,37 @@ class AttentionDecoder:
             meta = f.metadata() or {}
         if max_steps is None:
             max_steps = json.loads(meta.get("spin_config", "{}")).get("max_text_length", 25) + 1
-        return cls(state, max_steps)
+        return cls(state, max_steps, xp)
 
-    def project(self, feats: np.ndarray) -> np.ndarray:
+    def project(self, feats):
         """``i2h(feats)``: ``[B, T, C]`` -> ``[B, T, Hd]``, constant over the decoding steps."""
         return feats @ self.w_i2h
 
-    def __call__(self, feats: np.ndarray, stop_at_eos: bool = True) -> np.ndarray:
+    def __call__(self, feats, stop_at_eos: bool = True):
         """``[B, T, C]`` float32 features -> ``[B, S, classes]`` probabilities, S <= ``max_steps``
-        (fewer only with ``stop_at_eos``, once every sequence has emitted eos)."""
-        feats = np.ascontiguousarray(feats, dtype=np.float32)
+        (fewer only with ``stop_at_eos``, once every sequence has emitted eos). Arrays of :attr:`xp`."""
+        xp = self.xp
+        feats = xp.ascontiguousarray(feats, dtype=xp.float32)
         b = feats.shape[0]
         proj = self.project(feats)
-        h = np.zeros((b, self.hidden_size), np.float32)
-        c = np.zeros_like(h)
-        y = np.full(b, SOS_INDEX, dtype=np.int64)
-        done = np.zeros(b, dtype=bool)
+        h = xp.zeros((b, self.hidden_size), xp.float32)
+        c = xp.zeros_like(h)
+        y = xp.full(b, SOS_INDEX, dtype=xp.int64)
+        done = xp.zeros(b, dtype=bool)
         logits = []
         hd = self.hidden_size
         for _ in range(self.max_steps):
-            e = np.tanh(proj + (h @ self.w_h2h + self.b_h2h)[:, None, :]) @ self.w_score  # [B, T]
-            alpha = _softmax(e, axis=1)
-            context = np.einsum("bt,btc->bc", alpha, feats)
+            e = xp.tanh(proj + (h @ self.w_h2h + self.b_h2h)[:, None, :]) @ self.w_score  # [B, T]
+            alpha = _softmax(xp, e, axis=1)
+            context = xp.einsum("bt,btc->bc", alpha, feats)
             gates = context @ self.w_ctx + self.emb[y] + h @ self.w_hh
-            c = _sigmoid(gates[:, hd : 2 * hd]) * c + _sigmoid(gates[:, :hd]) * np.tanh(gates[:, 2 * hd : 3 * hd])
-            h = _sigmoid(gates[:, 3 * hd :]) * np.tanh(c)
+            c = _sigmoid(xp, gates[:, hd : 2 * hd]) * c + _sigmoid(xp, gates[:, :hd]) * xp.tanh(gates[:, 2 * hd : 3 * hd])
+            h = _sigmoid(xp, gates[:, 3 * hd :]) * xp.tanh(c)
             z = h @ self.w_gen + self.b_gen
             logits.append(z)
             y = z.argmax(axis=1)
             if stop_at_eos:
                 done |= y == EOS_INDEX
-                if done.all():
+                if bool(done.all()):
                     break
-        return _softmax(np.stack(logits, axis=1), axis=2).astype(np.float32)
+        return _softmax(xp, xp.stack(logits, axis=1), axis=2).astype(xp.float32)

@@ -73,6 +73,18 @@ def test_cpu_and_tensorrt_encoder_configs_have_identical_io():
     assert cpu.max_batch_size == tensorrt.max_batch_size
 
 
+def test_gpu_decoder_config_takes_device_tensors_with_the_cpu_io():
+    gpu, cpu = read_config(SOURCE / "spin_decoder" / "config.pbtxt"), read_config(SOURCE / "spin_decoder" / "configs" / "cpu.pbtxt")
+    params = {k: v.string_value for k, v in gpu.parameters.items()}
+    assert params["device"] == "gpu" and params["FORCE_CPU_ONLY_INPUT_TENSORS"] == "no"
+    assert [g.kind for g in gpu.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
+    assert io(gpu, "input") == io(cpu, "input") and io(gpu, "output") == io(cpu, "output")
+    assert gpu.max_batch_size == cpu.max_batch_size
+    cpu_params = {k: v.string_value for k, v in cpu.parameters.items()}
+    assert cpu_params.get("device", "cpu") == "cpu"
+    assert {k: v for k, v in params.items() if k not in ("device", "FORCE_CPU_ONLY_INPUT_TENSORS")} == cpu_params
+
+
 def test_python_models_are_cpu_batched_and_thin():
     for model, config in served_configs("cpu").items():
         if model == "spin_ocr":

@@ -1,5 +1,6 @@
 """The serving stages in process (no server): the built ONNX encoder + NumPy decoder against the
-PyTorch reference, in both decoding modes, and the output packing the decoder model sends."""
+PyTorch reference, in both decoding modes, the CuPy decoder of the GPU config against the NumPy one
+(GPU only), and the output packing the decoder model sends."""
 
 from __future__ import annotations
 
@@ -47,6 +48,43 @@ def test_decoder_refuses_checkpoint_without_head(tmp_path):
     save_file({"backbone.conv.weight": np.zeros((1, 1), np.float32)}, str(path))
     with pytest.raises(ValueError, match="head weights missing"):
         HeadDecoder(path)
+
+
+def _gpu_available() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # ImportError, or CUDA driver errors on a machine without a GPU
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu_available(), reason="needs CuPy and a CUDA GPU (pip install -e .[gpu]; scripts/gpu_check.sh)")
+def test_gpu_decoder_matches_numpy_on_dlpack_features(built_repository, encoder, word_images):
+    """The CuPy decoder the GPU config runs, fed by DLPack as Triton hands GPU tensors over."""
+    import cupy
+    import torch
+
+    batch, _ = preprocess_batch(word_images)
+    features = encoder(batch)
+    on_gpu = torch.from_numpy(features).cuda()  # a device tensor from another framework, like TensorRT's output
+    gpu = HeadDecoder(built_repository / CHECKPOINT, device="gpu")
+    got = gpu(cupy.from_dlpack(on_gpu))
+    want = HeadDecoder(built_repository / CHECKPOINT)(features)
+    assert [r.text for r in got] == [r.text for r in want]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.char_probs, w.char_probs, rtol=0, atol=1e-5)
+
+
+def test_decoder_device_is_checked(built_repository):
+    with pytest.raises(ValueError, match="device must be cpu or gpu"):
+        HeadDecoder(built_repository / CHECKPOINT, device="tpu")
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="pip install cupy-cuda12x"):
+            HeadDecoder(built_repository / CHECKPOINT, device="gpu")
 
 
 def test_decoder_refuses_charset_of_other_size(built_repository):

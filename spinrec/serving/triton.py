@@ -26,6 +26,7 @@ class _StageModel:
         self.params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.version_dir = Path(args["model_repository"]) / args["model_version"]
         self.name = args["model_name"]
+        self.args = args
         self.setup()
 
     def setup(self) -> None:
@@ -47,11 +48,15 @@ class _StageModel:
         return path
 
     @staticmethod
-    def gather(requests, name: str) -> tuple[np.ndarray, list[slice]]:
+    def rows(arrays) -> list[slice]:
+        """Each request's rows in the concatenation of ``arrays`` (one per request)."""
+        bounds = np.cumsum([0] + [len(a) for a in arrays])
+        return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def gather(self, requests, name: str) -> tuple[np.ndarray, list[slice]]:
         """All requests' ``name`` inputs stacked on the batch axis, and each request's rows."""
         arrays = [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
-        bounds = np.cumsum([0] + [len(a) for a in arrays])
-        return np.concatenate(arrays), [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        return np.concatenate(arrays), self.rows(arrays)
 
 
 class PreprocessModel(_StageModel):
@@ -101,6 +106,9 @@ class DecoderModel(_StageModel):
 
     Parameter ``stop_at_eos``: ``true`` (default) keeps the characters before the first ``eos``;
     ``false`` is PaddleOCR's exact decoding (see :func:`spinrec.decoding.decode`).
+    Parameter ``device``: ``cpu`` (default, NumPy) or ``gpu``: CuPy on the instance's GPU, with the
+    features taken by DLPack wherever Triton hands them over (on the GPU when the config sets
+    ``FORCE_CPU_ONLY_INPUT_TENSORS: no`` and the encoder left them there).
     """
 
     def setup(self) -> None:
@@ -110,16 +118,29 @@ class DecoderModel(_StageModel):
         stop = self.params.get("stop_at_eos", "true").strip().lower()
         if stop not in ("true", "false"):
             raise pb_utils.TritonModelException(f"{self.name}: parameter stop_at_eos must be true or false, got {stop!r}")
+        self.device = self.params.get("device", "cpu").strip().lower()
         charset = Charset.from_file(str(self.artifact("charset_file", "charset.txt")))
         try:
-            self.decoder = HeadDecoder(self.artifact("weights_file", "model.safetensors"), charset, stop == "true")
+            if self.device == "gpu":
+                from spinrec.serving.stages import cupy_module
+
+                cupy_module().cuda.Device(int(self.args.get("model_instance_device_id", 0))).use()
+            self.decoder = HeadDecoder(self.artifact("weights_file", "model.safetensors"), charset, stop == "true", self.device)
         except ValueError as e:
             raise pb_utils.TritonModelException(f"{self.name}: {e}") from None
+
+    def gather_device(self, requests) -> tuple[object, list[slice]]:
+        """:meth:`gather` for the GPU decoder: every request's features as a CuPy array by DLPack (no
+        copy when they are already on the GPU), concatenated on the device."""
+        import cupy
+
+        arrays = [cupy.from_dlpack(pb_utils.get_input_tensor_by_name(r, "features").to_dlpack()) for r in requests]
+        return cupy.concatenate(arrays), self.rows(arrays)
 
     def execute(self, requests):
         from spinrec.serving.stages import pack_readings
 
-        features, rows = self.gather(requests, "features")
+        features, rows = self.gather_device(requests) if self.device == "gpu" else self.gather(requests, "features")
         readings = self.decoder(features)
         responses = []
         for request, r in zip(requests, rows):
