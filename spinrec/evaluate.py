@@ -236,13 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if sum(x is not None for x in (args.weights, args.server, args.backend)) != 1:
         parser.error("give exactly one of --weights (in-process), --server (Triton) or --backend")
-    if args.server:
-        args.backend = SERVER_BACKEND
-        args.backend_option += [f"url={args.server}", f"protocol={args.protocol}"]
     try:
         if args.weights:
             backend = recognizer_backend(args.weights, args.batch_size, args.threads, not args.paddle_decoding)
             meta = {"backend": "in-process PyTorch", "weights": args.weights, "paddle_decoding": args.paddle_decoding}
+        elif args.server:
+            backend = load_backend(SERVER_BACKEND, {"url": args.server, "protocol": args.protocol})
+            meta = {"backend": f"Triton spin_ocr over {args.protocol} at {args.server}", "factory": SERVER_BACKEND}
         else:
             backend = load_backend(args.backend, _options(args.backend_option))
             meta = {"backend": args.backend, "options": args.backend_option}

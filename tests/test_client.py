@@ -140,7 +140,7 @@ def test_evaluate_through_the_server_equals_in_process(triton_server, checkpoint
     assert triton["samples"] == len(WORDS) and triton["failed_images"] == 0
     assert (triton["correct"], triton["examples_wrong"]) == (torch_["correct"], torch_["examples_wrong"])
     assert triton["norm_edit_dis"] == pytest.approx(torch_["norm_edit_dis"], abs=1e-9)
-    assert reports["triton"]["meta"]["backend"] == "client.ocr:evaluation_backend"
+    assert reports["triton"]["meta"]["backend"] == f"Triton spin_ocr over http at {triton_server.http_url}"
 
 
 def test_evaluate_with_an_unreachable_server_exits_2(word_images, tmp_path, capsys):
