@@ -7,6 +7,9 @@
     user would write it.
 (c) the FLOP-count limit: encoder FLOP per image (:mod:`perf.flops`) at the 3x3-convolution rate
     measured in this run.
+(d) ``paddle_inference``, when Paddle is installed: bytes -> texts through Paddle Inference with oneDNN on the
+    same weights, a proxy for PaddleOCR's own recognizer (:mod:`perf.paddle_inference`); skipped with the
+    reason recorded otherwise.
 
 Also timed, to say where the time goes: each stage of (a) alone (preprocess, encoder, NumPy decoder:
 the served decoder, :class:`spinrec.serving.stages.HeadDecoder`, runs the same AttentionDecoder).
@@ -82,10 +85,11 @@ def measure(repository: Path, payloads: Sequence[bytes], threads: int = 2, round
     """Everything in the module docstring, interleaved (see :mod:`perf.timing`); returns a record."""
     import torch
 
-    from spinrec import weights
-
+    from perf import paddle_inference
     from perf.flops import conv_probe, model_macs
     from perf.timing import interleaved, summary
+    from spinrec import weights
+    from spinrec.charset import Charset
 
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(threads)
@@ -105,6 +109,8 @@ def measure(repository: Path, payloads: Sequence[bytes], threads: int = 2, round
 
     record: dict = {"threads": threads, "encoder_runtime": runtime, "flop_per_image_encoder": flop_per_image, "macs": macs}
     record["texts_inprocess_equal_eager"] = sum(a == b for a, b in zip(texts_inproc, texts_eager))
+    paddle_rec, skipped = paddle_inference.optional(paths["checkpoint"], threads, Charset.from_file(str(paths["charset"])))
+    record["paddle_inference"] = {"skipped": skipped} if skipped else paddle_inference.agreement(paddle_rec, rec.model, x32)
     probe, probe_flop, probe_shape = conv_probe(threads=threads)
     record["conv_shape"] = probe_shape
 
@@ -115,10 +121,13 @@ def measure(repository: Path, payloads: Sequence[bytes], threads: int = 2, round
         it["i"] = (it["i"] + 1) % len(payloads)
         return [payloads[it["i"]]]
 
+    paddle_b1 = {"paddle_inference": lambda: paddle_rec(one())} if paddle_rec else {}
+    paddle_b32 = {"paddle_inference": lambda: paddle_rec(payloads[:32])} if paddle_rec else {}
     t1 = interleaved({
         "inprocess": lambda: pipe(one()),
         "eager": lambda: rec.recognize(one()),
         "encoder_only": lambda: pipe.encoder(x32[:1]),
+        **paddle_b1,
     }, rounds_b1, warmup=2, desc="baselines batch 1")
     t32 = interleaved({
         "inprocess": lambda: pipe(payloads[:32]),
@@ -128,6 +137,7 @@ def measure(repository: Path, payloads: Sequence[bytes], threads: int = 2, round
         "decoder_numpy": lambda: pipe.decode(f32),
         # The convolution that sets the FLOP limit, in the same rounds: same background load.
         "conv3x3": probe,
+        **paddle_b32,
     }, rounds_b32, warmup=1, desc="baselines batch 32")
     t1_dec = interleaved({
         "decoder_numpy": lambda: pipe.decode(f32[:1]),

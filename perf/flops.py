@@ -47,8 +47,8 @@ def encoder_macs(model) -> dict[str, int]:
                 h = module.hidden_size
                 add(name, steps * dirs * 4 * h * (module.input_size + h) * module.num_layers)
             elif isinstance(module, TPSGridGenerator):
-                inv, basis = module.inv_delta, module.lattice_basis  # [F+3, F+3], [N, F+3]; 2 columns (x, y)
-                add(name, inv.shape[0] * inv.shape[1] * 2 + basis.shape[0] * basis.shape[1] * 2)
+                kernel = module.tps_kernel  # [N, F+3], both TPS constants folded; 2 columns (x, y)
+                add(name, kernel.shape[0] * kernel.shape[1] * 2)
         return fn
 
     for name, module in model.named_modules():

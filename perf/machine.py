@@ -20,7 +20,7 @@ from pathlib import Path
 #: ISA features that decide which kernels oneDNN / ONNX Runtime / OpenVINO can use.
 FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 PACKAGES = (
-    "numpy", "torch", "onnx", "onnxruntime", "openvino", "opencv-python-headless", "nvidia-pytriton", "tritonclient", "spinrec",
+    "numpy", "torch", "onnx", "onnxruntime", "openvino", "opencv-python-headless", "nvidia-pytriton", "tritonclient", "paddlepaddle", "spinrec",
 )
 
 

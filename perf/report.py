@@ -52,6 +52,8 @@ def plot(path: Path, levels: list[dict], baselines: dict | None) -> None:
         axes[0].axvline(b32["inprocess"]["items_per_s"], color="k", ls="--", lw=1, label="(a) in-process pipeline, batch 32")
         axes[0].axvline(b32["eager"]["items_per_s"], color="gray", ls="-.", lw=1, label="(b) PyTorch eager, batch 32")
         axes[0].axvline(baselines["flop_limit_images_per_s"], color="r", ls="--", lw=1, label="(c) FLOP-count limit (encoder)")
+        if "paddle_inference" in b32:
+            axes[0].axvline(b32["paddle_inference"]["items_per_s"], color="b", ls=":", lw=1, label="(d) Paddle Inference (oneDNN), batch 32")
     for ax, title in zip(axes, ("spin_ocr ensemble and spin_encoder", "spin_preprocess and spin_decoder alone")):
         ax.set_xlabel("throughput (requests/s, 1 image each)")
         ax.set_ylabel("latency ms: p50 solid, p99 dotted")
@@ -73,7 +75,7 @@ def summary_markdown(run: dict) -> str:
                f"{cpu['usable_cpus']} usable CPUs, {m['memory_gib']} GiB, flags {', '.join(cpu['flags'])}"
                f"{', VM' if cpu['hypervisor'] else ''}. Load average at start {m['load_average_1_5_15']}, at end {run.get('load_average_end')} "
                "(the machine is shared: compare ratios within this run, not absolute numbers across runs).")
-    out.append(f"Versions: Python {v['python']}, torch {v['torch']}, onnxruntime {v['onnxruntime']}, openvino {v.get('openvino')}, "
+    out.append(f"Versions: Python {v['python']}, torch {v['torch']}, onnxruntime {v['onnxruntime']}, openvino {v.get('openvino')}, paddlepaddle {v.get('paddlepaddle')}, "
                f"numpy {v['numpy']}, Triton (nvidia-pytriton {v['nvidia-pytriton']}), tritonclient/perf_analyzer {v['tritonclient']}.")
     out.append(f"Weights: {run.get('weights', '?')}. Request data: {run['data']['count']} rendered words "
                f"({run['data']['formats']}), encoded {run['data']['encoded_bytes']} bytes, {run['data']['height_px']} px high, {run['data']['width_px']} px wide.")
@@ -92,12 +94,25 @@ def summary_markdown(run: dict) -> str:
         out += ["## Baselines (same weights, same request bytes, same thread budget: "
                 f"{b['threads']} threads, encoder runtime {b['encoder_runtime']})", ""]
         out += ["| path | batch 1 p50 ms | batch 1 req/s | batch 32 img/s | batch 32 % of FLOP limit |", "|---|---:|---:|---:|---:|"]
-        for k, name in (("inprocess", "(a) in-process pipeline"), ("eager", "(b) PyTorch eager Recognizer"), ("encoder_only", "encoder alone (runtime)")):
+        for k, name in (("inprocess", "(a) in-process pipeline"), ("eager", "(b) PyTorch eager Recognizer"), ("encoder_only", "encoder alone (runtime)"),
+                        ("paddle_inference", "(d) Paddle Inference, oneDNN (PaddleOCR proxy)")):
             b1, b32 = b["batch1"].get(k), b["batch32"].get(k)
+            if b1 is None:
+                continue
             out.append(f"| {name} | {_fmt(b1['latency_ms_p50'])} | {_fmt(b1['items_per_s'], 2)} | {_fmt(b32['items_per_s'], 2)} | "
                        f"{100 * b32['items_per_s'] / b['flop_limit_images_per_s']:.0f} % |")
         out.append(f"| (c) FLOP-count limit | | | {b['flop_limit_images_per_s']:.2f} | 100 % |")
         out.append("")
+        pd = b.get("paddle_inference")
+        if pd and "skipped" in pd:
+            out += [f"(d) Paddle Inference skipped: {pd['skipped']}.", ""]
+        elif pd:
+            out.append(f"(d) = the same weights in Paddle Inference with oneDNN, bytes -> texts as PaddleOCR's TextRecognizer reads SPIN "
+                       f"(all 26 steps), a proxy for PaddleOCR's own recognizer (perf/paddle_inference.py). "
+                       f"(a) / (d): batch 32 **{b['batch32']['inprocess']['items_per_s'] / b['batch32']['paddle_inference']['items_per_s']:.2f}x**, "
+                       f"batch 1 **{b['batch1']['inprocess']['items_per_s'] / b['batch1']['paddle_inference']['items_per_s']:.2f}x**. "
+                       f"Probabilities vs PyTorch: max abs difference {pd['max_abs_diff_probs']:.1e}, texts equal {pd['texts_equal']}/{pd['texts_total']}.")
+            out.append("")
         out.append(f"FLOP limit = 3x3-conv rate measured in this run, interleaved with the batch-32 rounds ({b['conv_gflops']:.1f} GFLOP/s; "
                    f"{b['conv_shape']}, oneDNN via PyTorch) / encoder {b['flop_per_image_encoder'] / 1e9:.2f} GFLOP per image "
                    f"(model total {b['macs']['total_mac'] / 1e9:.3f} GMAC incl. head; spin-model.md §9: 5.21).")

@@ -239,6 +239,11 @@ def targets(run: dict) -> list[dict]:
                         "goal": "<= 3 ms", "status": status(over <= 3)})
         out.append({"name": "in-process pipeline batch 32 / PyTorch eager batch 32",
                     "measured": f"{b['batch32']['inprocess']['items_per_s'] / b['batch32']['eager']['items_per_s']:.2f}x", "goal": "(context)", "status": ""})
+        if "paddle_inference" in b["batch32"]:
+            out.append({"name": "in-process pipeline / Paddle Inference oneDNN (PaddleOCR proxy), batch 32 and batch 1",
+                        "measured": f"{b['batch32']['inprocess']['items_per_s'] / b['batch32']['paddle_inference']['items_per_s']:.2f}x, "
+                                    f"{b['batch1']['inprocess']['items_per_s'] / b['batch1']['paddle_inference']['items_per_s']:.2f}x",
+                        "goal": "(context)", "status": ""})
     pr = run.get("paired")
     if pr:
         o = pr["batch1"]
@@ -310,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_baselines:
             from perf.baselines import measure
 
-            print("perf: baselines (in-process pipeline, PyTorch eager, FLOP limit)", file=sys.stderr)
+            print("perf: baselines (in-process pipeline, PyTorch eager, FLOP limit, Paddle Inference)", file=sys.stderr)
             run["baselines"] = measure(args.model_repository, [s.data for s in samples], args.threads,
                                        args.baseline_rounds, max(2, args.baseline_rounds // 4))
         if not args.no_baselines:

@@ -178,3 +178,17 @@ def test_unprefixed_bytes_are_counted_as_failures(perf_analyzer_binary, triton_s
     )
     assert not level.ok
     assert level.error is not None or level.requests_failed > 0
+
+
+def test_mac_count_of_the_published_model_matches_the_reference():
+    """The FLOP-count limit rests on this count: hooks on a real forward pass of the published
+    configuration must land on spin-model.md's figures (5.21 G MACs per image)."""
+    from perf.flops import model_macs
+    from spinrec.models import spin_r32
+
+    counts = model_macs(spin_r32().eval())
+    rel = counts["relative_difference_to_reference"]
+    for part in ("transform", "backbone", "neck"):
+        assert abs(rel[part]) < 0.005, (part, rel[part], counts["parts_mac"])
+    # The decoder projects the features (i2h) once instead of at each of the 26 steps: fewer MACs.
+    assert -0.1 < rel["head"] < 0
