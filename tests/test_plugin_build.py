@@ -34,6 +34,21 @@ def test_cmake_builds_the_reference_library_without_tensorrt(tmp_path):
     np.testing.assert_allclose(library.reference(**inputs, exponents=SPIN, eps=1e-5), torch_blend(inputs), rtol=0, atol=TOL)
 
 
+def test_cmake_targets_every_gpu_generation_by_default(tmp_path):
+    """Enabling CUDA in project() sets CMAKE_CUDA_ARCHITECTURES to nvcc's default (sm_75 only), so the
+    list must be set before it; a configure without the option must end up with the whole list."""
+    if shutil.which("cmake") is None or nvcc_path() is None:
+        pytest.skip("needs cmake and nvcc")
+    build = tmp_path / "build"
+    configure = ["cmake", "-S", str(PLUGIN_DIR), "-B", str(build), "-DSPIN_BUILD_PLUGIN=OFF", f"-DCMAKE_CUDA_COMPILER={nvcc_path()}"]
+    done = subprocess.run(configure, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    flags = next(build.glob("CMakeFiles/spin_blend_reference.dir/flags.make")).read_text()
+    for arch in (75, 80, 86, 89):
+        assert f"--generate-code=arch=compute_{arch},code=[sm_{arch}]" in flags
+    assert "--generate-code=arch=compute_90,code=[compute_90,sm_90]" in flags  # + PTX for newer GPUs
+
+
 @pytest.mark.tensorrt
 def test_plugin_library_registers_the_spin_blend_creator(plugin_library):  # noqa: F811
     assert plugin_library.is_file()
