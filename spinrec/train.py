@@ -366,6 +366,14 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, eval_repor
     train_families = {f.family for f in discover_fonts(tuple(data.font_dirs), "train", data.heldout_fraction)}
     last_val = next((h for h in reversed(state["history"]) if "val_acc" in h), {})
     skipped = sum(h.get("skipped_steps", 0) for h in state["history"])
+    # The rate actually used, from the log: a run extended or shortened midway did not follow one schedule.
+    segments: list[list] = []
+    for h in state["history"]:
+        if segments and segments[-1][0] == f"{h['lr']:.3g}":
+            segments[-1][1] = h["step"]
+        else:
+            segments.append([f"{h['lr']:.3g}", h["step"]])
+    rates = ", ".join(f"{lr} to step {step:,}" for lr, step in segments)
     lines = [
         f"# {out.name}: SPIN trained on synthetic words",
         "",
@@ -379,7 +387,7 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, eval_repor
         f"- Training: `python -m spinrec.train run` with AdamW, PaddleOCR's piecewise rate "
         f"{list(tc.lr_values)} at {[round(b, 3) for b in tc.lr_boundaries]} of {tc.steps:,} steps, warm-up {tc.warmup_steps}, "
         f"clipping {tc.clip_norm}; {state['elapsed'] / 3600:.2f} h of training on {tc.threads} CPU thread(s); "
-        f"{skipped} non-finite steps skipped.",
+        f"{skipped} non-finite steps skipped. Rate as logged: {rates}.",
         f"- Last in-training check: word accuracy {100 * last_val.get('val_acc', float('nan')):.1f} % on "
         f"{tc.eval_size} held-out-font images (stream {tc.eval_seed}).",
         "",

@@ -143,6 +143,7 @@ def test_export_writes_a_checkpoint_that_loads_with_the_run_weights(tmp_path):
     assert meta["step"] == "2"
     card = (tmp_path / "README.md").read_text()
     assert "8 images (2 steps x batch 4)" in card and (tmp_path / "training_curves.png").exists()
+    assert "Rate as logged: " in card and "to step 2." in card
     assert "## Evaluation: in-process PyTorch" in card and "| heldout | 8 | 50.00 % | 0.7500 | 0 | 10.0 |" in card
     loaded = weights.load(tmp_path / "w.safetensors")
     assert loaded.config == TINY
