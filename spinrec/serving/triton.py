@@ -130,11 +130,13 @@ class DecoderModel(_StageModel):
             raise pb_utils.TritonModelException(f"{self.name}: {e}") from None
 
     def gather_device(self, requests) -> tuple[object, list[slice]]:
-        """:meth:`gather` for the GPU decoder: every request's features as a CuPy array by DLPack (no
-        copy when they are already on the GPU), concatenated on the device."""
+        """:meth:`gather` for the GPU decoder: every request's features as a CuPy array, concatenated on
+        the device. GPU tensors come by DLPack (no copy); Triton may still hand over host tensors (e.g.
+        when the encoder ran on CPU), which CuPy cannot import by DLPack, so those are uploaded."""
         import cupy
 
-        arrays = [cupy.from_dlpack(pb_utils.get_input_tensor_by_name(r, "features").to_dlpack()) for r in requests]
+        tensors = [pb_utils.get_input_tensor_by_name(r, "features") for r in requests]
+        arrays = [cupy.asarray(t.as_numpy()) if t.is_cpu() else cupy.from_dlpack(t.to_dlpack()) for t in tensors]
         return cupy.concatenate(arrays), self.rows(arrays)
 
     def execute(self, requests):
