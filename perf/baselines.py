@@ -87,7 +87,7 @@ def measure(repository: Path, payloads: Sequence[bytes], threads: int = 2, round
 
     from perf import paddle_inference
     from perf.flops import conv_probe, model_macs
-    from perf.timing import interleaved, summary
+    from perf.timing import interleaved, one_at_a_time, summary
     from spinrec import weights
     from spinrec.charset import Charset
 
@@ -115,11 +115,7 @@ def measure(repository: Path, payloads: Sequence[bytes], threads: int = 2, round
     record["conv_shape"] = probe_shape
 
     # Batch 1: one request at a time, cycling through the payloads (different sizes and formats).
-    it = {"i": 0}
-
-    def one():
-        it["i"] = (it["i"] + 1) % len(payloads)
-        return [payloads[it["i"]]]
+    one = one_at_a_time(payloads)
 
     paddle_b1 = {"paddle_inference": lambda: paddle_rec(one())} if paddle_rec else {}
     paddle_b32 = {"paddle_inference": lambda: paddle_rec(payloads[:32])} if paddle_rec else {}

@@ -188,7 +188,7 @@ def measure(checkpoint: str | Path, payloads: Sequence[bytes], threads: int = 2,
     import paddle
     import torch
 
-    from perf.timing import interleaved, summary
+    from perf.timing import interleaved, one_at_a_time, summary
 
     payloads = list(payloads)
     if len(payloads) < 32:
@@ -198,11 +198,7 @@ def measure(checkpoint: str | Path, payloads: Sequence[bytes], threads: int = 2,
     x32 = rec.preprocess(payloads[:32])
     record = {"threads": threads, "paddle": paddle.__version__, **agreement(rec, weights.load(checkpoint), x32)}
 
-    it = {"i": 0}
-
-    def one():
-        it["i"] = (it["i"] + 1) % len(payloads)
-        return [payloads[it["i"]]]
+    one = one_at_a_time(payloads)
 
     t1 = interleaved({"recognizer": lambda: rec(one()), "predictor": lambda: rec.predictor(x32[:1])}, rounds_b1, warmup=2, desc="paddle batch 1")
     t32 = interleaved({"recognizer": lambda: rec(payloads[:32]), "predictor": lambda: rec.predictor(x32)}, rounds_b32, warmup=1, desc="paddle batch 32")

@@ -139,7 +139,7 @@ def candidates(include_compile: bool = False) -> list[Candidate]:
         Candidate("torch_eager", "pytorch", "fp32", "eager, torch.set_num_threads(2), NCHW"),
         Candidate("torch_eager_cl", "pytorch", "fp32", "eager, channels_last"),
         Candidate("torch_jit", "pytorch", "fp32", "torch.jit.trace + freeze + optimize_for_inference"),
-        Candidate("openvino_f32", "openvino", "fp32", "dynamic batch, INFERENCE_PRECISION_HINT f32, 2 threads, 1 stream, LATENCY (what configs/cpu.pbtxt runs, with 2 instances x 1 thread)"),
+        Candidate("openvino_f32", "openvino", "fp32", "dynamic batch, INFERENCE_PRECISION_HINT f32, 2 threads, 1 stream, LATENCY (what configs/cpu.pbtxt runs: 1 instance x 2 threads)"),
         Candidate("openvino_f32_static", "openvino", "fp32", "as openvino_f32, model reshaped to the batch size"),
         Candidate("openvino_bf16", "openvino", "bf16", "dynamic batch, INFERENCE_PRECISION_HINT bf16"),
         Candidate("torch_autocast_bf16", "pytorch", "bf16", "eager + torch.autocast('cpu', bfloat16)"),

@@ -8,11 +8,19 @@ background, so the *ratio* of their medians is meaningful even when absolute num
 
 from __future__ import annotations
 
+import itertools
 import time
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
+
+
+def one_at_a_time(payloads: Sequence[bytes]) -> Callable[[], list[bytes]]:
+    """A batch-1 feeder: each call returns the next payload (cycling) as a one-item list, so batch-1
+    timings see every request size instead of one."""
+    items = itertools.cycle(payloads)
+    return lambda: [next(items)]
 
 
 def interleaved(fns: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 1, desc: str = "timing") -> dict[str, list[float]]:
