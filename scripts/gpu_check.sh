@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The checks that need a GPU (and TensorRT), run by hand where they exist; CI machines skip them.
 #
-#   scripts/gpu_check.sh                 # CUDA kernel vs PyTorch (needs torch with CUDA, nvcc), CuPy decoder vs NumPy
+#   scripts/gpu_check.sh                 # CUDA kernel vs PyTorch (needs torch with CUDA, nvcc), CuPy decoder vs NumPy, training on CUDA
 #   TENSORRT_ROOT=/usr scripts/gpu_check.sh   # + plugin build, plugin-only and encoder engines (TensorRT)
 #
 # Uses .venv's Python when there is one, else python3 (e.g. inside NVIDIA's TensorRT container after
@@ -20,7 +20,7 @@ PY
 
 "$python" -c "import cupy" 2>/dev/null || { echo "gpu_check: CuPy missing (pip install -e .[gpu]) - the GPU decoder check needs it" >&2; exit 1; }
 
-tests=(tests/test_plugin_kernel.py tests/test_serving_stages.py)
+tests=(tests/test_plugin_kernel.py tests/test_serving_stages.py tests/test_train.py)
 marks="gpu"
 if [ -n "${TENSORRT_ROOT:-}" ] || [ -f /usr/include/x86_64-linux-gnu/NvInfer.h ] || [ -f /usr/include/NvInfer.h ]; then
     tests+=(tests/test_plugin_build.py tests/test_engine_build.py)

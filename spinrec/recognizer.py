@@ -40,9 +40,10 @@ class Recognizer:
 
     @torch.inference_mode()
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """``[N, 1, 32, 100]`` preprocessed images -> ``[N, T, classes]`` probabilities."""
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        return self.model.decode(self.model.encode(x), self.stop_at_eos).numpy()
+        """``[N, 1, 32, 100]`` preprocessed images -> ``[N, T, classes]`` probabilities (on the model's device)."""
+        device = next(self.model.parameters()).device
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+        return self.model.decode(self.model.encode(x), self.stop_at_eos).cpu().numpy()
 
     def recognize(self, images: Sequence[ImageInput]) -> list[Reading | ImageError]:
         """One result per image, in order: a :class:`Reading`, or the :class:`ImageError` that image

@@ -49,7 +49,9 @@ from spinrec.synth import SynthConfig, WordImages
 @dataclass
 class TrainConfig:
     """Optimisation and bookkeeping. ``lr_values`` / ``lr_boundaries`` are PaddleOCR's piecewise schedule,
-    boundaries as fractions of ``steps``; ``warmup_steps`` ramps the first value up linearly."""
+    boundaries as fractions of ``steps``; ``warmup_steps`` ramps the first value up linearly. ``device`` is
+    a PyTorch device (``cpu``, ``cuda``); ``init`` a safetensors checkpoint whose weights start the run
+    (fine-tuning: the optimiser and schedule start fresh)."""
 
     steps: int = 60000
     batch_size: int = 64
@@ -67,6 +69,8 @@ class TrainConfig:
     checkpoint_every: int = 250
     num_workers: int = 0
     threads: int = 1
+    device: str = "cpu"
+    init: str = ""
 
 
 @dataclass
@@ -154,7 +158,13 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         tc = config.train
         torch.manual_seed(tc.seed)
+        self.device = torch.device(tc.device)
         self.model = SPIN(config.model)
+        self.init_metadata: dict[str, str] = {}
+        if tc.init:
+            self.init_metadata = weights.read_metadata(tc.init)
+            weights.load_state(self.model, _read_torch(Path(tc.init)), f"init checkpoint {tc.init}")
+        self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model), lr=tc.lr_values[0], betas=tuple(tc.betas), weight_decay=tc.weight_decay
         )
@@ -179,17 +189,24 @@ class Trainer:
             raise ValueError(f"{self.run_dir} holds a run with a different config; use another run directory")
         if saved["train"]["steps"] != current["train"]["steps"]:
             (self.run_dir / "config.json").write_text(json.dumps(current, indent=2))
-        state = torch.load(self.run_dir / "last.state.pt", weights_only=False)
-        weights.load_state(self.model, {k: torch.from_numpy(v.copy()) for k, v in _read_tensors(self.run_dir / "last.safetensors").items()})
+        state = torch.load(self.run_dir / "last.state.pt", weights_only=False, map_location=self.device)
+        weights.load_state(self.model, _read_torch(self.run_dir / "last.safetensors"))
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.history, self.elapsed = state["step"], state["history"], state["elapsed"]
+        self.init_metadata = state.get("init_metadata", {})
 
     def save_checkpoint(self) -> None:
         """Weights then optimiser state, each written to a temporary file and renamed, so an interrupted
         save leaves the previous checkpoint intact."""
         tmp = self.run_dir / "last.safetensors.tmp"
         weights.save(self.model, tmp, {"step": str(self.step), "source": f"spinrec.train step {self.step}"})
-        state = {"optimizer": self.optimizer.state_dict(), "step": self.step, "history": self.history, "elapsed": self.elapsed}
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "history": self.history,
+            "elapsed": self.elapsed,
+            "init_metadata": self.init_metadata,
+        }
         torch.save(state, self.run_dir / "last.state.pt.tmp")
         os.replace(tmp, self.run_dir / "last.safetensors")
         os.replace(self.run_dir / "last.state.pt.tmp", self.run_dir / "last.state.pt")
@@ -202,6 +219,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         self.model.train()
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
         logits = self.model(images, targets=labels)
         loss = spin_attention_loss(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
@@ -253,6 +272,7 @@ class Trainer:
             num_workers=tc.num_workers,
             worker_init_fn=_worker_init if tc.num_workers else None,
             prefetch_factor=4 if tc.num_workers else None,
+            pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
         bar = tqdm(total=stop, initial=self.step, desc="train", unit="step", disable=not progress, smoothing=0.05)
@@ -292,10 +312,11 @@ class Trainer:
         log.close()
 
 
-def _read_tensors(path: Path) -> dict[str, np.ndarray]:
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors as float32 (float16 files widened) CPU tensors."""
     from safetensors.numpy import load_file
 
-    return {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in load_file(str(path)).items()}
+    return {k: torch.from_numpy(v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in load_file(str(path)).items()}
 
 
 def plot_history(history: list[dict], path: str | Path) -> None:
@@ -337,10 +358,10 @@ def export(run_dir: str | Path, out: str | Path, half: bool = False, eval_report
     import shutil
 
     run_dir, out = Path(run_dir), Path(out)
-    state = torch.load(run_dir / "last.state.pt", weights_only=False)
+    state = torch.load(run_dir / "last.state.pt", weights_only=False, map_location="cpu")
     config = RunConfig.from_file(run_dir / "config.json")
     model = SPIN(config.model)
-    weights.load_state(model, {k: torch.from_numpy(v.copy()) for k, v in _read_tensors(run_dir / "last.safetensors").items()})
+    weights.load_state(model, _read_torch(run_dir / "last.safetensors"))
     last_val = next((h for h in reversed(state["history"]) if "val_acc" in h), {})
     meta = {
         "source": f"spinrec.train synthetic-data run {run_dir.name}, step {state['step']}",
@@ -374,6 +395,15 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, eval_repor
         else:
             segments.append([f"{h['lr']:.3g}", h["step"]])
     rates = ", ".join(f"{lr} to step {step:,}" for lr, step in segments)
+    where = f"{tc.threads} CPU thread(s)" if tc.device == "cpu" else f"{tc.device} ({tc.num_workers} data workers)"
+    init = state.get("init_metadata", {})
+    start = (
+        f"- Started from `{tc.init}` as it was when this run began ({init.get('source', 'no source recorded')}; "
+        f"{int(init.get('train_seconds', 0)) / 3600:.2f} h of training before; held-out check then "
+        f"{100 * float(init.get('val_acc') or 'nan'):.1f} %); this run fine-tuned it with a fresh optimiser and schedule."
+        if tc.init
+        else "- Trained from scratch (PyTorch's default initialisation, seed {}).".format(tc.seed)
+    )
     lines = [
         f"# {out.name}: SPIN trained on synthetic words",
         "",
@@ -384,9 +414,10 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, eval_repor
         f"({state['step']:,} steps x batch {tc.batch_size}) from {len(train_families)} font families; words from "
         f"`{data.word_list}`, random alphanumerics and numbers, all augmentations on.",
         f"- Held-out font families (never rendered in training, {len(heldout)}): {', '.join(heldout)}.",
+        start,
         f"- Training: `python -m spinrec.train run` with AdamW, PaddleOCR's piecewise rate "
         f"{list(tc.lr_values)} at {[round(b, 3) for b in tc.lr_boundaries]} of {tc.steps:,} steps, warm-up {tc.warmup_steps}, "
-        f"clipping {tc.clip_norm}; {state['elapsed'] / 3600:.2f} h of training on {tc.threads} CPU thread(s); "
+        f"clipping {tc.clip_norm}; {state['elapsed'] / 3600:.2f} h of training on {where}; "
         f"{skipped} non-finite steps skipped. Rate as logged: {rates}.",
         f"- Last in-training check: word accuracy {100 * last_val.get('val_acc', float('nan')):.1f} % on "
         f"{tc.eval_size} held-out-font images (stream {tc.eval_seed}).",

@@ -156,7 +156,7 @@ def test_shipped_configs_parse_and_keep_the_serving_feature_shape():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "configs"
-    for name in ("spin_compact.json", "spin_r32.json"):
+    for name in ("spin_compact.json", "spin_compact_gpu.json", "spin_r32.json"):
         config = RunConfig.from_file(root / name)
         assert config.model.sequence_length == 26 and config.model.feature_channels == 512, name
     assert RunConfig.from_file(root / "spin_r32.json").model == SPINConfig()
@@ -179,3 +179,40 @@ def test_a_step_with_non_finite_gradients_is_skipped(tmp_path):
     for key, value in trainer.model.state_dict().items():
         if not key.endswith(("running_mean", "running_var", "num_batches_tracked")):
             assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.slow
+def test_a_run_can_start_from_a_checkpoint(tmp_path):
+    """Fine-tuning: ``init`` loads the weights (a float16 file too) and the card names where they came from."""
+    Trainer(_run_config(steps=2), tmp_path / "base").run(progress=False)
+    export(tmp_path / "base", tmp_path / "base_out" / "w.safetensors", half=True)
+    tuned = Trainer(_run_config(steps=2, init=str(tmp_path / "base_out" / "w.safetensors")), tmp_path / "tuned")
+    base = weights.load(tmp_path / "base_out" / "w.safetensors")
+    for key, value in base.state_dict().items():
+        assert torch.equal(tuned.model.state_dict()[key], value), key
+    tuned.run(progress=False)
+    export(tmp_path / "tuned", tmp_path / "tuned_out" / "w.safetensors")
+    card = (tmp_path / "tuned_out" / "README.md").read_text()
+    assert f"Started from `{tmp_path / 'base_out' / 'w.safetensors'}` as it was when this run began (spinrec.train synthetic-data run base, step 2" in card
+    weights.save(SPIN(dataclasses.replace(TINY, head_hidden_size=16)), tmp_path / "other.safetensors")
+    with pytest.raises(weights.CheckpointError, match="init checkpoint"):
+        Trainer(_run_config(init=str(tmp_path / "other.safetensors")), tmp_path / "bad")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run scripts/gpu_check.sh there)")
+def test_training_on_cuda_matches_cpu_and_resumes(tmp_path):
+    """The same first step on CUDA and CPU (loss within float32 reduction-order noise), then a CUDA run
+    that checkpoints, evaluates on the GPU and resumes."""
+    cpu, cuda = (Trainer(_run_config(steps=100, device=d), tmp_path / d) for d in ("cpu", "cuda"))
+    cuda.model.load_state_dict(cpu.model.state_dict())
+    dataset = cpu.source.dataset(seed=3)
+    images, labels = map(torch.from_numpy, map(np.stack, zip(*(dataset[i] for i in range(4)))))
+    a, b = cpu.train_step(images, labels), cuda.train_step(images, labels)
+    assert abs(a["loss"] - b["loss"]) <= 1e-4 * a["loss"] and abs(a["grad_norm"] - b["grad_norm"]) <= 1e-3 * a["grad_norm"]
+    run = Trainer(_run_config(steps=3, checkpoint_every=2, eval_every=3, device="cuda"), tmp_path / "run")
+    run.run(steps=2, progress=False)
+    resumed = Trainer(_run_config(steps=3, checkpoint_every=2, eval_every=3, device="cuda"), tmp_path / "run")
+    assert resumed.step == 2 and next(resumed.model.parameters()).is_cuda
+    resumed.run(progress=False)
+    assert 0.0 <= resumed.history[-1]["val_acc"] <= 1.0
