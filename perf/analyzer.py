@@ -236,6 +236,11 @@ def run_level(
         "-f", str(csv_path), "--verbose-csv",
     ]
     if mode == "concurrency":
+        # A window shorter than two rounds of the outstanding requests ends inside a burst of batch
+        # completions (32 requests finish together when the encoder batches them), so no three windows
+        # agree and the level reports nothing: the window grows with the concurrency.
+        count = cmd.index("--measurement-request-count") + 1
+        cmd[count] = str(max(request_count, 2 * int(value)))
         cmd += ["--concurrency-range", f"{int(value)}:{int(value)}"]
     else:
         # Poisson windows of a few dozen requests differ by more than any useful band (the first

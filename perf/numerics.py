@@ -6,6 +6,10 @@ untrained checkpoint (``tests/conftest.py:make_test_checkpoint``: batch-norm sta
 images, decoder input weights rescaled so readings depend on the image), exports its encoder to ONNX,
 and compares the texts decoded from fp32 ONNX Runtime features with those from each reduced-precision
 candidate on rendered words. ``python -m perf.numerics --images 128``.
+
+With trained weights, ``--dataset`` (a label file or benchmark LMDB, as :mod:`spinrec.evaluate` reads)
+replaces the rendered words, and each candidate's word accuracy against the labels is reported too:
+``python -m perf.numerics --weights weights/default.safetensors --dataset HELDOUT_LMDB``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--weights", type=Path, help="a real checkpoint instead of the input-sensitive untrained one")
+    p.add_argument("--dataset", type=Path, help="label file or LMDB to read instead of rendered words (with --weights)")
     p.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "runtimes" / "numerics.json")
     a = p.parse_args(argv)
 
@@ -42,8 +47,28 @@ def main(argv: list[str] | None = None) -> int:
     from perf import runtimes
     from perf.data import render_samples
 
-    samples = render_samples(a.images, a.seed)
-    images, _ = preprocess_batch([s.data for s in samples])
+    from spinrec.evaluate import read_dataset
+    from spinrec.metrics import RecMetric
+
+    if a.dataset and not a.weights:
+        p.error("--dataset needs --weights: the untrained model's readings have no labels to match")
+    if a.dataset:
+        dataset = read_dataset(a.dataset)
+        images, errors = preprocess_batch([s.image for s in dataset])
+        labels = [s.label for s, e in zip(dataset, errors) if e is None]
+        images = images[[i for i, e in enumerate(errors) if e is None]]
+    else:
+        samples = render_samples(a.images, a.seed)
+        images, _ = preprocess_batch([s.data for s in samples])
+        labels = None
+
+    def accuracy(texts: list[str]) -> float | None:
+        if labels is None:
+            return None
+        metric = RecMetric()
+        metric.update(texts, labels)
+        return metric.result()["acc"]
+
     tmp = Path(tempfile.mkdtemp(prefix="spin-numerics-"))
     if a.weights:
         ckpt = a.weights
@@ -66,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     ref_feats = np.concatenate([fp32(images[i : i + 32]) for i in range(0, len(images), 32)])
     ref = texts(ref_feats)
     record = {"weights": str(a.weights) if a.weights else "input-sensitive untrained (tests/conftest.py make_test_checkpoint)",
-              "images": len(ref), "distinct_fp32_texts": len(set(ref)), "fp32_examples": ref[:8], "candidates": {}}
+              "images": str(a.dataset) if a.dataset else f"{len(ref)} rendered words, seed {a.seed}",
+              "count": len(ref), "distinct_fp32_texts": len(set(ref)), "fp32_examples": ref[:8],
+              "fp32_word_accuracy": accuracy(ref), "candidates": {}}
     variants = {
-        "openvino_f32": lambda: runtimes.openvino_encoder(onnx_path, a.threads, "f32"),
+        "openvino_f32": lambda: runtimes.openvino_encoder(onnx_path, a.threads, "fp32"),
         "openvino_bf16": lambda: runtimes.openvino_encoder(onnx_path, a.threads, "bf16"),
         "torch_autocast_bf16": lambda: runtimes.torch_encoder(ckpt, a.threads, bf16=True),
         "torch_bf16_transform_fp32": lambda: runtimes.torch_mixed_encoder(ckpt, a.threads),
@@ -81,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         record["candidates"][name] = {
             "relative_l2_error_vs_ort_fp32": float(np.linalg.norm(feats - ref_feats) / np.linalg.norm(ref_feats)),
             "texts_identical": len(ref) - len(diff), "texts_total": len(ref), "differing_examples": diff[:8],
+            "word_accuracy": accuracy(got),
         }
         print(name, record["candidates"][name], flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)

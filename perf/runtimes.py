@@ -67,9 +67,9 @@ def ort_encoder(onnx_path: str | Path, threads: int = 2, level: str = "all", int
 # ------------------------------------------------------------------------------------------- OpenVINO
 
 
-def openvino_encoder(onnx_path: str | Path, threads: int = 2, precision: str = "f32", static_batch: int | None = None) -> Encoder:
+def openvino_encoder(onnx_path: str | Path, threads: int = 2, precision: str = "fp32", static_batch: int | None = None) -> Encoder:
     """OpenVINO CPU plugin on the same ONNX graph, as served (:func:`spinrec.serving.stages.openvino_encoder`).
-    ``precision`` f32 or bf16 (bf16 uses AVX512_BF16 / AMX where present); ``static_batch`` compiles for
+    ``precision`` fp32 or bf16 (bf16 uses AVX512_BF16 / AMX where present); ``static_batch`` compiles for
     one batch size (faster kernels) instead of a dynamic batch dimension."""
     from spinrec.serving.stages import openvino_encoder as served
 
@@ -155,7 +155,7 @@ def build(name: str, onnx_path: Path, checkpoint: Path, threads: int, batch: int
         t = 1 if "_t1" in name else threads
         return ort_encoder(onnx_path, t, level, spinning="nospin" not in name)
     if name.startswith("openvino_"):
-        return openvino_encoder(onnx_path, threads, "bf16" if "bf16" in name else "f32", batch if "static" in name else None)
+        return openvino_encoder(onnx_path, threads, "bf16" if "bf16" in name else "fp32", batch if "static" in name else None)
     if name == "torch_eager":
         return torch_encoder(checkpoint, threads)
     if name == "torch_eager_cl":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ENCODER_MODEL = '''"""Variant spin_encoder ({runtime}) written by perf.variants: the served EncoderModel with another runtime."""
+ENCODER_MODEL = '''"""Variant spin_encoder written by perf.variants: the served EncoderModel, ONNX Runtime without pool spinning."""
 from spinrec.serving.triton import EncoderModel
 
 
@@ -26,15 +26,7 @@ class TritonPythonModel(EncoderModel):
     def setup(self):
         from perf import runtimes
 
-        threads = self.int_param("threads", 1)
-        path = self.artifact("onnx_file", "model.onnx")
-        runtime = "{runtime}"
-        if runtime == "ort_nospin":
-            self.encoder = runtimes.ort_encoder(path, threads, spinning=False)
-        elif runtime == "openvino_bf16":
-            self.encoder = runtimes.openvino_encoder(path, threads, "bf16")
-        else:
-            raise ValueError(runtime)
+        self.encoder = runtimes.ort_encoder(self.artifact("onnx_file", "model.onnx"), self.int_param("threads", 1), spinning=False)
 '''
 
 def _set(text: str, pattern: str, repl: str) -> str:
@@ -56,7 +48,8 @@ SERVED_RUNTIMES = ("onnxruntime", "openvino")
 
 def build_variant(source: Path, out: Path, encoder: str = "served", encoder_instances: int | None = None,
                   encoder_threads: int | None = None, preprocess_instances: int | None = None, decoder_instances: int | None = None,
-                  encoder_delay_us: int | None = None, decoder_delay_us: int | None = None) -> Path:
+                  encoder_delay_us: int | None = None, decoder_delay_us: int | None = None,
+                  preprocess_delay_us: int | None = None) -> Path:
     if out.exists():
         shutil.rmtree(out)
     for path in source.rglob("*"):
@@ -74,8 +67,10 @@ def build_variant(source: Path, out: Path, encoder: str = "served", encoder_inst
     text = enc_cfg.read_text()
     if encoder in SERVED_RUNTIMES:
         text = _set_param(text, "runtime", encoder)
+    elif encoder == "openvino_bf16":  # the served model's own option
+        text = _set_param(_set_param(text, "runtime", "openvino"), "precision", "bf16")
     elif encoder != "served":
-        (out / "spin_encoder" / "1" / "encoder_variant.py").write_text(ENCODER_MODEL.format(runtime=encoder))
+        (out / "spin_encoder" / "1" / "encoder_variant.py").write_text(ENCODER_MODEL)
         text = _set(text, r'default_model_filename: "[^"]*"', 'default_model_filename: "encoder_variant.py"')
     if encoder_instances is not None:
         text = _set(text, r"(instance_group \[ \{ kind: KIND_CPU count: )\d+", rf"\g<1>{encoder_instances}")
@@ -91,9 +86,13 @@ def build_variant(source: Path, out: Path, encoder: str = "served", encoder_inst
     if decoder_delay_us is not None:
         text = _set(text, r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {decoder_delay_us}")
     dec_cfg.write_text(text)
+    pre_cfg = out / "spin_preprocess" / "config.pbtxt"
+    text = pre_cfg.read_text()
     if preprocess_instances is not None:
-        pre_cfg = out / "spin_preprocess" / "config.pbtxt"
-        pre_cfg.write_text(_set(pre_cfg.read_text(), r"(instance_group \[ \{ kind: KIND_CPU count: )\d+", rf"\g<1>{preprocess_instances}"))
+        text = _set(text, r"(instance_group \[ \{ kind: KIND_CPU count: )\d+", rf"\g<1>{preprocess_instances}")
+    if preprocess_delay_us is not None:
+        text = _set(text, r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {preprocess_delay_us}")
+    pre_cfg.write_text(text)
     return out
 
 
@@ -108,9 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decoder-instances", type=int)
     p.add_argument("--encoder-delay-us", type=int)
     p.add_argument("--decoder-delay-us", type=int)
+    p.add_argument("--preprocess-delay-us", type=int)
     a = p.parse_args(argv)
     out = build_variant(a.source, a.out, a.encoder, a.encoder_instances, a.encoder_threads, a.preprocess_instances,
-                        a.decoder_instances, a.encoder_delay_us, a.decoder_delay_us)
+                        a.decoder_instances, a.encoder_delay_us, a.decoder_delay_us, a.preprocess_delay_us)
     print(out)
     return 0
 

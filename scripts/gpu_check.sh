@@ -20,7 +20,7 @@ PY
 
 "$python" -c "import cupy" 2>/dev/null || { echo "gpu_check: CuPy missing (pip install -e .[gpu]) - the GPU decoder check needs it" >&2; exit 1; }
 
-tests=(tests/test_plugin_kernel.py tests/test_serving_stages.py tests/test_train.py)
+tests=(tests/test_plugin_kernel.py tests/test_serving_stages.py tests/test_train.py tests/test_perf_tools.py)
 marks="gpu"
 if [ -n "${TENSORRT_ROOT:-}" ] || [ -f /usr/include/x86_64-linux-gnu/NvInfer.h ] || [ -f /usr/include/NvInfer.h ]; then
     tests+=(tests/test_plugin_build.py tests/test_engine_build.py)

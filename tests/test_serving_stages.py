@@ -105,3 +105,16 @@ def test_pack_readings_pads_char_probs_with_zeros():
     np.testing.assert_array_equal(probs, np.float32([[0.4, 0.6, 0], [0, 0, 0], [0.1, 0.2, 0.3]]))
     _, _, empty = pack_readings([Reading("", 0.0, np.zeros(0, np.float32))])
     assert empty.shape == (1, 1) and not empty.any()
+
+
+def test_bf16_encoder_is_an_explicit_openvino_option(built_repository, word_images):
+    batch, _ = preprocess_batch(word_images)
+    fp32 = OnnxEncoder(built_repository / ONNX, runtime="openvino")(batch)
+    bf16 = OnnxEncoder(built_repository / ONNX, runtime="openvino", precision="bf16")(batch)
+    assert bf16.shape == fp32.shape and bf16.dtype == np.float32
+    # bf16 keeps 8 significant bits: features move by about a percent, not more (perf/README.md).
+    assert np.linalg.norm(bf16 - fp32) <= 0.2 * np.linalg.norm(fp32)
+    with pytest.raises(ValueError, match="needs runtime openvino"):
+        OnnxEncoder(built_repository / ONNX, runtime="onnxruntime", precision="bf16")
+    with pytest.raises(ValueError, match="encoder precision 'fp16'"):
+        OnnxEncoder(built_repository / ONNX, runtime="openvino", precision="fp16")

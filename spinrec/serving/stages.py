@@ -17,6 +17,7 @@ from spinrec.decoding import Reading, decode
 
 
 RUNTIMES = ("onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16")
 
 
 def onnxruntime_encoder(path: str | Path, threads: int = 1) -> Callable[[np.ndarray], np.ndarray]:
@@ -34,11 +35,11 @@ def onnxruntime_encoder(path: str | Path, threads: int = 1) -> Callable[[np.ndar
 
 
 def openvino_encoder(
-    path: str | Path, threads: int = 1, precision: str = "f32", batch: int | None = None
+    path: str | Path, threads: int = 1, precision: str = "fp32", batch: int | None = None
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The same graph compiled by OpenVINO's CPU plugin -> ``run(images)``.
 
-    ``precision`` is set explicitly (``f32``, or ``bf16`` only when asked): left to its default, the
+    ``precision`` is set explicitly (``fp32``, or ``bf16`` only when asked): left to its default, the
     plugin may pick bf16 on CPUs that have it, which changes decoded text (perf/README.md). ``batch``
     compiles for one batch size instead of a dynamic one (perf experiments only).
     """
@@ -54,7 +55,7 @@ def openvino_encoder(
         hints.performance_mode: hints.PerformanceMode.LATENCY,
         props.inference_num_threads: threads,
         props.num_streams: 1,
-        hints.inference_precision: {"f32": ov.Type.f32, "bf16": ov.Type.bf16}[precision],
+        hints.inference_precision: {"fp32": ov.Type.f32, "bf16": ov.Type.bf16}[precision],
         # Triton runs several processes on the same cores: pinning each pool to cores only makes them collide.
         hints.enable_cpu_pinning: False,
     })  # fmt: skip
@@ -70,13 +71,19 @@ def openvino_encoder(
 
 class OnnxEncoder:
     """The exported encoder graph (``image`` ``[B,1,32,100]`` -> ``features`` ``[B,26,512]``), run by
-    ONNX Runtime or OpenVINO (``runtime``, one of :data:`RUNTIMES`), in float32 either way."""
+    ONNX Runtime or OpenVINO (``runtime``, one of :data:`RUNTIMES`). ``precision`` is ``fp32``, or
+    ``bf16`` with OpenVINO on CPUs with bf16 instructions: faster, but it changes some decoded texts, so
+    it is never chosen unless asked for (perf/README.md has the measured trade)."""
 
-    def __init__(self, path: str | Path, threads: int = 1, runtime: str = "onnxruntime"):
+    def __init__(self, path: str | Path, threads: int = 1, runtime: str = "onnxruntime", precision: str = "fp32"):
         if runtime not in RUNTIMES:
             raise ValueError(f"encoder runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
-        self.runtime = runtime
-        self._run = onnxruntime_encoder(path, threads) if runtime == "onnxruntime" else openvino_encoder(path, threads)
+        if precision not in PRECISIONS:
+            raise ValueError(f"encoder precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if precision != "fp32" and runtime != "openvino":
+            raise ValueError(f"encoder precision {precision} needs runtime openvino (ONNX Runtime runs this graph in fp32 only)")
+        self.runtime, self.precision = runtime, precision
+        self._run = onnxruntime_encoder(path, threads) if runtime == "onnxruntime" else openvino_encoder(path, threads, precision)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self._run(np.ascontiguousarray(images, np.float32))

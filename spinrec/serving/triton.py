@@ -83,15 +83,17 @@ class PreprocessModel(_StageModel):
 
 
 class EncoderModel(_StageModel):
-    """``image`` -> ``features`` with the exported ONNX graph in ONNX Runtime or OpenVINO (parameter
-    ``runtime``; the CPU stand-in for the TensorRT engine, same inputs and outputs)."""
+    """``image`` -> ``features`` with the exported ONNX graph in ONNX Runtime or OpenVINO (parameters
+    ``runtime`` and ``precision``; the CPU stand-in for the TensorRT engine, same inputs and outputs)."""
 
     def setup(self) -> None:
         from spinrec.serving.stages import OnnxEncoder
 
         runtime = self.params.get("runtime", "onnxruntime")
         try:
-            self.encoder = OnnxEncoder(self.artifact("onnx_file", "model.onnx"), self.int_param("threads", 1), runtime)
+            self.encoder = OnnxEncoder(
+                self.artifact("onnx_file", "model.onnx"), self.int_param("threads", 1), runtime, self.params.get("precision", "fp32")
+            )
         except ValueError as e:
             raise pb_utils.TritonModelException(f"{self.name}: {e}") from None
 
