@@ -163,7 +163,7 @@ class Trainer:
         self.init_metadata: dict[str, str] = {}
         if tc.init:
             self.init_metadata = weights.read_metadata(tc.init)
-            weights.load_state(self.model, _read_torch(Path(tc.init)), f"init checkpoint {tc.init}")
+            weights.load_state(self.model, weights.read_state(tc.init), f"init checkpoint {tc.init}")
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model), lr=tc.lr_values[0], betas=tuple(tc.betas), weight_decay=tc.weight_decay
@@ -190,7 +190,7 @@ class Trainer:
         if saved["train"]["steps"] != current["train"]["steps"]:
             (self.run_dir / "config.json").write_text(json.dumps(current, indent=2))
         state = torch.load(self.run_dir / "last.state.pt", weights_only=False, map_location=self.device)
-        weights.load_state(self.model, _read_torch(self.run_dir / "last.safetensors"))
+        weights.load_state(self.model, weights.read_state(self.run_dir / "last.safetensors"))
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.history, self.elapsed = state["step"], state["history"], state["elapsed"]
         self.init_metadata = state.get("init_metadata", {})
@@ -312,13 +312,6 @@ class Trainer:
         log.close()
 
 
-def _read_torch(path: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors as float32 (float16 files widened) CPU tensors."""
-    from safetensors.numpy import load_file
-
-    return {k: torch.from_numpy(v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in load_file(str(path)).items()}
-
-
 def plot_history(history: list[dict], path: str | Path) -> None:
     """Loss and accuracies (teacher-forced on training batches; greedy word accuracy and PaddleOCR's
     normalized edit distance on held-out fonts)."""
@@ -361,7 +354,7 @@ def export(run_dir: str | Path, out: str | Path, half: bool = False, eval_report
     state = torch.load(run_dir / "last.state.pt", weights_only=False, map_location="cpu")
     config = RunConfig.from_file(run_dir / "config.json")
     model = SPIN(config.model)
-    weights.load_state(model, _read_torch(run_dir / "last.safetensors"))
+    weights.load_state(model, weights.read_state(run_dir / "last.safetensors"))
     last_val = next((h for h in reversed(state["history"]) if "val_acc" in h), {})
     meta = {
         "source": f"spinrec.train synthetic-data run {run_dir.name}, step {state['step']}",
@@ -402,7 +395,7 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, eval_repor
         f"{int(init.get('train_seconds', 0)) / 3600:.2f} h of training before; held-out check then "
         f"{100 * float(init.get('val_acc') or 'nan'):.1f} %); this run fine-tuned it with a fresh optimiser and schedule."
         if tc.init
-        else "- Trained from scratch (PyTorch's default initialisation, seed {}).".format(tc.seed)
+        else f"- Trained from scratch (PyTorch's default initialisation, seed {tc.seed})."
     )
     lines = [
         f"# {out.name}: SPIN trained on synthetic words",

@@ -60,14 +60,18 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
+def read_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors checkpoint's tensors as CPU tensors, float16 ones widened to float32."""
+    return {k: torch.from_numpy(v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in _st_load_file(str(path)).items()}
+
+
 def load(path: str | Path, config: SPINConfig | None = None) -> SPIN:
     """Build a model from a safetensors checkpoint written by :func:`save` (eval mode, float32)."""
     meta = read_metadata(path)
     if config is None:
         config = SPINConfig.from_dict(json.loads(meta["spin_config"])) if "spin_config" in meta else SPINConfig()
     model = SPIN(config)
-    arrays = _st_load_file(str(path))
-    load_state(model, {k: torch.from_numpy(v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in arrays.items()})
+    load_state(model, read_state(path))
     return model.eval()
 
 
