@@ -42,6 +42,15 @@ def _set_param(text: str, key: str, value: str) -> str:
     return re.sub(pat, line, text) if re.search(pat, text) else text + "\n" + line + "\n"
 
 
+def _set_batching(text: str, instances: int | None, delay_us: int | None) -> str:
+    """A config's CPU instance count and dynamic-batching delay, each only where given."""
+    if instances is not None:
+        text = _set(text, r"(instance_group \[ \{ kind: KIND_CPU count: )\d+", rf"\g<1>{instances}")
+    if delay_us is not None:
+        text = _set(text, r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {delay_us}")
+    return text
+
+
 #: Encoder runtimes the served model offers through its ``runtime`` parameter; the others need a variant model.
 SERVED_RUNTIMES = ("onnxruntime", "openvino")
 
@@ -72,27 +81,12 @@ def build_variant(source: Path, out: Path, encoder: str = "served", encoder_inst
     elif encoder != "served":
         (out / "spin_encoder" / "1" / "encoder_variant.py").write_text(ENCODER_MODEL)
         text = _set(text, r'default_model_filename: "[^"]*"', 'default_model_filename: "encoder_variant.py"')
-    if encoder_instances is not None:
-        text = _set(text, r"(instance_group \[ \{ kind: KIND_CPU count: )\d+", rf"\g<1>{encoder_instances}")
     if encoder_threads is not None:
         text = _set_param(text, "threads", str(encoder_threads))
-    if encoder_delay_us is not None:
-        text = _set(text, r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {encoder_delay_us}")
-    enc_cfg.write_text(text)
-    dec_cfg = out / "spin_decoder" / "configs" / "cpu.pbtxt"
-    text = dec_cfg.read_text()
-    if decoder_instances is not None:
-        text = _set(text, r"(instance_group \[ \{ kind: KIND_CPU count: )\d+", rf"\g<1>{decoder_instances}")
-    if decoder_delay_us is not None:
-        text = _set(text, r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {decoder_delay_us}")
-    dec_cfg.write_text(text)
-    pre_cfg = out / "spin_preprocess" / "config.pbtxt"
-    text = pre_cfg.read_text()
-    if preprocess_instances is not None:
-        text = _set(text, r"(instance_group \[ \{ kind: KIND_CPU count: )\d+", rf"\g<1>{preprocess_instances}")
-    if preprocess_delay_us is not None:
-        text = _set(text, r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {preprocess_delay_us}")
-    pre_cfg.write_text(text)
+    enc_cfg.write_text(_set_batching(text, encoder_instances, encoder_delay_us))
+    for cfg, instances, delay_us in ((out / "spin_decoder" / "configs" / "cpu.pbtxt", decoder_instances, decoder_delay_us),
+                                     (out / "spin_preprocess" / "config.pbtxt", preprocess_instances, preprocess_delay_us)):
+        cfg.write_text(_set_batching(cfg.read_text(), instances, delay_us))
     return out
 
 
