@@ -38,20 +38,16 @@ def artifacts(repository: Path) -> dict[str, Path]:
 
 class InProcessPipeline:
     """bytes -> texts with the server's stage code, no server. ``runtime``: one the served encoder offers
-    (``openvino``, what configs/cpu.pbtxt serves, or ``onnxruntime``) or ``openvino_bf16``
-    (:mod:`perf.runtimes`)."""
+    (``openvino``, what configs/cpu.pbtxt serves, or ``onnxruntime``), or ``openvino_bf16`` (its bf16
+    precision option)."""
 
     def __init__(self, repository: Path, threads: int = 2, runtime: str = "openvino", stop_at_eos: bool = True):
         from spinrec.charset import Charset
         from spinrec.serving.stages import HeadDecoder, OnnxEncoder
 
-        from perf import runtimes
-
         paths = artifacts(repository)
-        if runtime == "openvino_bf16":
-            self.encoder = runtimes.openvino_encoder(paths["onnx"], threads, "bf16")
-        else:
-            self.encoder = OnnxEncoder(paths["onnx"], threads, runtime)
+        runtime, precision = ("openvino", "bf16") if runtime == "openvino_bf16" else (runtime, "fp32")
+        self.encoder = OnnxEncoder(paths["onnx"], threads, runtime, precision)
         self.decoder = HeadDecoder(paths["checkpoint"], Charset.from_file(str(paths["charset"])), stop_at_eos)
 
     def preprocess(self, payloads: Sequence[bytes]) -> np.ndarray:
