@@ -66,6 +66,12 @@ def plot(path: Path, levels: list[dict], baselines: dict | None) -> None:
     plt.close(fig)
 
 
+def inprocess_over_paddle(baselines: dict) -> tuple[float, float]:
+    """Images/s of the in-process pipeline over Paddle Inference's, at batch 32 and batch 1."""
+    b32, b1 = (baselines[k]["inprocess"]["items_per_s"] / baselines[k]["paddle_inference"]["items_per_s"] for k in ("batch32", "batch1"))
+    return b32, b1
+
+
 def summary_markdown(run: dict) -> str:
     m = run["machine"]
     cpu = m["cpu"]
@@ -107,10 +113,10 @@ def summary_markdown(run: dict) -> str:
         if pd and "skipped" in pd:
             out += [f"(d) Paddle Inference skipped: {pd['skipped']}.", ""]
         elif pd:
+            r32, r1 = inprocess_over_paddle(b)
             out.append(f"(d) = the same weights in Paddle Inference with oneDNN, bytes -> texts as PaddleOCR's TextRecognizer reads SPIN "
                        f"(all 26 steps), a proxy for PaddleOCR's own recognizer (perf/paddle_inference.py). "
-                       f"(a) / (d): batch 32 **{b['batch32']['inprocess']['items_per_s'] / b['batch32']['paddle_inference']['items_per_s']:.2f}x**, "
-                       f"batch 1 **{b['batch1']['inprocess']['items_per_s'] / b['batch1']['paddle_inference']['items_per_s']:.2f}x**. "
+                       f"(a) / (d): batch 32 **{r32:.2f}x**, batch 1 **{r1:.2f}x**. "
                        f"Probabilities vs PyTorch: max abs difference {pd['max_abs_diff_probs']:.1e}, texts equal {pd['texts_equal']}/{pd['texts_total']}.")
             out.append("")
         out.append(f"FLOP limit = 3x3-conv rate measured in this run, interleaved with the batch-32 rounds ({b['conv_gflops']:.1f} GFLOP/s; "

@@ -241,8 +241,7 @@ def targets(run: dict) -> list[dict]:
                     "measured": f"{b['batch32']['inprocess']['items_per_s'] / b['batch32']['eager']['items_per_s']:.2f}x", "goal": "(context)", "status": ""})
         if "paddle_inference" in b["batch32"]:
             out.append({"name": "in-process pipeline / Paddle Inference oneDNN (PaddleOCR proxy), batch 32 and batch 1",
-                        "measured": f"{b['batch32']['inprocess']['items_per_s'] / b['batch32']['paddle_inference']['items_per_s']:.2f}x, "
-                                    f"{b['batch1']['inprocess']['items_per_s'] / b['batch1']['paddle_inference']['items_per_s']:.2f}x",
+                        "measured": "{:.2f}x, {:.2f}x".format(*report.inprocess_over_paddle(b)),
                         "goal": "(context)", "status": ""})
     pr = run.get("paired")
     if pr:
