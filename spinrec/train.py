@@ -24,6 +24,7 @@ Commands::
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import os
@@ -44,6 +45,7 @@ from spinrec.metrics import RecMetric
 from spinrec.models.spin import SPIN, SPINConfig
 from spinrec.recognizer import Recognizer
 from spinrec.synth import SynthConfig, WordImages
+from spinrec.widen import widen_state
 
 
 @dataclass
@@ -51,7 +53,11 @@ class TrainConfig:
     """Optimisation and bookkeeping. ``lr_values`` / ``lr_boundaries`` are PaddleOCR's piecewise schedule,
     boundaries as fractions of ``steps``; ``warmup_steps`` ramps the first value up linearly. ``device`` is
     a PyTorch device (``cpu``, ``cuda``); ``init`` a safetensors checkpoint whose weights start the run
-    (fine-tuning: the optimiser and schedule start fresh)."""
+    (fine-tuning: the optimiser and schedule start fresh; a checkpoint with a narrower backbone is widened
+    first, keeping what it computes, see :mod:`spinrec.widen`). ``replay`` > 0 keeps that many earlier
+    batches on the device and adds one of them, drawn at random, to every step: each rendered image is
+    then trained on about twice, for a GPU whose step rate outruns the data workers (a resumed run
+    starts with an empty buffer)."""
 
     steps: int = 60000
     batch_size: int = 64
@@ -71,6 +77,7 @@ class TrainConfig:
     threads: int = 1
     device: str = "cpu"
     init: str = ""
+    replay: int = 0
 
 
 @dataclass
@@ -163,7 +170,13 @@ class Trainer:
         self.init_metadata: dict[str, str] = {}
         if tc.init:
             self.init_metadata = weights.read_metadata(tc.init)
-            weights.load_state(self.model, weights.read_state(tc.init), f"init checkpoint {tc.init}")
+            state = weights.read_state(tc.init)
+            if "spin_config" in self.init_metadata:
+                start = SPINConfig.from_dict(json.loads(self.init_metadata["spin_config"]))
+                if start.backbone_out_channels != config.model.backbone_out_channels:
+                    state = widen_state(state, start, config.model, tc.seed)
+                    self.init_metadata["widened_from"] = str(start.backbone_out_channels)
+            weights.load_state(self.model, state, f"init checkpoint {tc.init}")
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model), lr=tc.lr_values[0], betas=tuple(tc.betas), weight_decay=tc.weight_decay
@@ -241,6 +254,17 @@ class Trainer:
             "skipped": not finite,
         }
 
+    def _with_replay(self, images: torch.Tensor, labels: torch.Tensor, buffer: collections.deque) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fresh batch (moved to the device and kept in ``buffer``) followed by an earlier one drawn by
+        a generator seeded with the step, so a run from the start is reproducible."""
+        fresh = (images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
+        out = fresh
+        if buffer:
+            old = buffer[int(np.random.default_rng([self.config.train.seed, self.step]).integers(len(buffer)))]
+            out = (torch.cat([fresh[0], old[0]]), torch.cat([fresh[1], old[1]]))
+        buffer.append(fresh)
+        return out
+
     def evaluation_set(self) -> list[tuple[np.ndarray, str]]:
         """Held-out-font images of stream ``eval_seed`` (rendered once per process)."""
         if self._eval_set is None:
@@ -279,7 +303,10 @@ class Trainer:
         log = open(self.run_dir / "history.jsonl", "a")
         window: list[dict] = []
         t0 = time.monotonic()  # start of the current logging window; evaluation time is not counted
+        replay: collections.deque = collections.deque(maxlen=tc.replay)
         for images, labels in loader:
+            if tc.replay:
+                images, labels = self._with_replay(images, labels, replay)
             window.append(self.train_step(images, labels))
             bar.update(1)
             bar.set_postfix(loss=f"{window[-1]['loss']:.3f}", acc=f"{window[-1]['acc']:.2f}")
@@ -393,7 +420,14 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, eval_repor
     start = (
         f"- Started from `{tc.init}` as it was when this run began ({init.get('source', 'no source recorded')}; "
         f"{int(init.get('train_seconds', 0)) / 3600:.2f} h of training before; held-out check then "
-        f"{100 * float(init.get('val_acc') or 'nan'):.1f} %); this run fine-tuned it with a fresh optimiser and schedule."
+        f"{100 * float(init.get('val_acc') or 'nan'):.1f} %)"
+        + (
+            f", widened from backbone_out_channels {init['widened_from']} to {config.model.backbone_out_channels} "
+            "keeping its function (`spinrec.widen`)"
+            if "widened_from" in init
+            else ""
+        )
+        + "; this run fine-tuned it with a fresh optimiser and schedule."
         if tc.init
         else f"- Trained from scratch (PyTorch's default initialisation, seed {tc.seed})."
     )
@@ -405,12 +439,15 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, eval_repor
         f"({out.stat().st_size / 1e6:.1f} MB). Input [B, 1, 32, 100], encoder features [B, 26, 512].",
         f"- Data: `spinrec.synth` stream seed {tc.data_seed}, rendered on the fly: {state['step'] * tc.batch_size:,} images "
         f"({state['step']:,} steps x batch {tc.batch_size}) from {len(train_families)} font families; words from "
-        f"`{data.word_list}`, random alphanumerics and numbers, all augmentations on.",
+        f"`{data.word_list}`, random alphanumerics and numbers, all augmentations on"
+        + (f"; every step also trained on one of the last {tc.replay} batches, drawn at random." if tc.replay else "."),
         f"- Held-out font families (never rendered in training, {len(heldout)}): {', '.join(heldout)}.",
         start,
         f"- Training: `python -m spinrec.train run` with AdamW, PaddleOCR's piecewise rate "
         f"{list(tc.lr_values)} at {[round(b, 3) for b in tc.lr_boundaries]} of {tc.steps:,} steps, warm-up {tc.warmup_steps}, "
-        f"clipping {tc.clip_norm}; {state['elapsed'] / 3600:.2f} h of training on {where}; "
+        f"clipping {tc.clip_norm}"
+        + (f", stopped at step {state['step']:,}" if state["step"] < tc.steps else "")
+        + f"; {state['elapsed'] / 3600:.2f} h of training on {where}; "
         f"{skipped} non-finite steps skipped. Rate as logged: {rates}.",
         f"- Last in-training check: word accuracy {100 * last_val.get('val_acc', float('nan')):.1f} % on "
         f"{tc.eval_size} held-out-font images (stream {tc.eval_seed}).",

@@ -1,5 +1,6 @@
 """Training: the SPIN loss, the schedule, parameter groups, learning on real synthetic batches, resume."""
 
+import collections
 import dataclasses
 import json
 import math
@@ -216,3 +217,26 @@ def test_training_on_cuda_matches_cpu_and_resumes(tmp_path):
     assert resumed.step == 2 and next(resumed.model.parameters()).is_cuda
     resumed.run(progress=False)
     assert 0.0 <= resumed.history[-1]["val_acc"] <= 1.0
+
+
+@pytest.mark.slow
+def test_a_narrower_checkpoint_is_widened_and_replay_adds_an_earlier_batch(tmp_path):
+    """``init`` with a narrower backbone starts from the same function (spinrec.widen); ``replay`` appends one
+    of the buffered earlier batches from the second step on; the card says both."""
+    narrow = SPIN(dataclasses.replace(TINY, backbone_out_channels=16)).eval()
+    weights.save(narrow, tmp_path / "narrow.safetensors")
+    trainer = Trainer(_run_config(steps=3, replay=2, init=str(tmp_path / "narrow.safetensors")), tmp_path / "run")
+    dataset = trainer.source.dataset(seed=3)
+    images, labels = map(torch.from_numpy, map(np.stack, zip(*(dataset[i] for i in range(4)))))
+    with torch.no_grad():
+        assert torch.allclose(trainer.model.eval().encode(images), narrow.encode(images), rtol=1e-4, atol=1e-5)
+    buffer = collections.deque(maxlen=2)
+    first = trainer._with_replay(images[:2], labels[:2], buffer)
+    second = trainer._with_replay(images[2:], labels[2:], buffer)
+    assert first[0].shape[0] == 2 and torch.equal(second[0][:2], images[2:])
+    assert torch.equal(second[0][2:], images[:2]) and torch.equal(second[1][2:], labels[:2])
+    trainer.run(progress=False)
+    export(tmp_path / "run", tmp_path / "out" / "w.safetensors")
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "widened from backbone_out_channels 16 to 32 keeping its function" in card
+    assert "every step also trained on one of the last 2 batches" in card
