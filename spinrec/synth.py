@@ -390,6 +390,23 @@ class WordImages:
             if set(text) <= font.glyphs:
                 return render(text, font.path, rng), text
 
+    def clean_sample(self, seed: int, index: int) -> tuple[np.ndarray, str]:
+        """A clean printed word: a dictionary word of 3-12 letters, lower case, capitalised and upper case in
+        turn (by ``index``), black on white at 40 px with an 8 px margin, no augmentation at all."""
+        rng = np.random.default_rng([seed, index])
+        while True:
+            word = self.words[rng.integers(len(self.words))]
+            family = self.families[self.family_names[rng.integers(len(self.family_names))]]
+            font = family[rng.integers(len(family))]
+            if word.isalpha() and 3 <= len(word) <= 12 and set(word) <= font.glyphs:
+                break
+        text = (word.lower(), word.capitalize(), word.upper())[index % 3]
+        font = _truetype(font.path, 40)
+        left, top, right, bottom = font.getbbox(text)
+        image = Image.new("L", (right - left + 16, bottom - top + 16), 255)
+        ImageDraw.Draw(image).text((8 - left, 8 - top), text, font=font, fill=0)
+        return cv2.cvtColor(np.asarray(image), cv2.COLOR_GRAY2BGR), text
+
     def dataset(self, seed: int, length: int = 2**62) -> "SynthDataset":
         return SynthDataset(self, seed, length)
 
@@ -458,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=SPLITS, default="heldout", help="font families to draw from")
     parser.add_argument("--heldout-fraction", type=float, default=SynthConfig.heldout_fraction)
     parser.add_argument("--lmdb", action="store_true", help="also write OUT/lmdb in the benchmark format")
+    parser.add_argument("--clean", action="store_true", help="clean printed dictionary words, black on white, no augmentation")
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
@@ -466,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     except SynthError as e:
         print(f"synth: error: {e}", file=sys.stderr)
         return 2
-    samples = [source.sample(args.seed, i) for i in tqdm(range(args.count), desc="render", unit="img")]
+    draw = source.clean_sample if args.clean else source.sample
+    samples = [draw(args.seed, i) for i in tqdm(range(args.count), desc="render", unit="img")]
     labels = write_folder(args.out, samples, Path(args.out) / "lmdb" if args.lmdb else None)
     print(f"wrote {len(samples)} images from {len(source.family_names)} {args.split} font families -> {labels}")
     return 0

@@ -89,3 +89,15 @@ def test_word_list_is_ascii_without_possessives():
     words = read_words()
     assert len(words) > 50000
     assert all(w.isascii() and not w.endswith("'s") and len(w) <= 16 for w in words)
+
+
+def test_clean_samples_are_dictionary_words_black_on_white_in_three_cases(train_source):
+    words = set(train_source.words)
+    for i in range(6):
+        image, text = train_source.clean_sample(9, i)
+        again, text_again = train_source.clean_sample(9, i)
+        assert text == text_again and np.array_equal(image, again)
+        assert text == (text.lower(), text.capitalize(), text.upper())[i % 3]
+        assert any(text.lower() == w.lower() for w in words) and 3 <= len(text) <= 12
+        assert image.dtype == np.uint8 and image.shape[0] >= 40
+        assert image[0].min() == 255 and image.min() < 64  # white margin, dark ink
