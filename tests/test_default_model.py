@@ -7,13 +7,14 @@ Skipped only in a checkout without ``weights/default.safetensors``.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import DEFAULT_WEIGHTS
 from spinrec.evaluate import main as evaluate_main
-from spinrec.synth import SynthConfig, WordImages, write_folder
+from spinrec.synth import SynthConfig, WordImages, discover_fonts, write_folder
 
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason=f"{DEFAULT_WEIGHTS} is not in this checkout")
 
@@ -21,22 +22,24 @@ pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason=f"{DEFAULT_
 WORDS = ("hello", "world", "street", "coffee", "2024", "open", "parking", "station", "exit", "market", "Triton", "SERVER")
 
 
-@pytest.fixture(scope="module")
-def clean_words() -> list[bytes]:
-    """:data:`WORDS` in DejaVu Sans, black on white, PNG."""
+def _render(words: tuple[str, ...], font_path: str) -> list[bytes]:
+    """``words`` black on white at 40 px in one font file, PNG."""
     import cv2
     from PIL import Image, ImageDraw, ImageFont
 
-    from spinrec.synth import discover_fonts
-
-    font_path = next(f.path for f in discover_fonts(split="heldout") if f.family == "DejaVu Sans")
     font = ImageFont.truetype(font_path, 40)
     images = []
-    for word in WORDS:
+    for word in words:
         canvas = Image.new("RGB", (int(font.getlength(word)) + 16, 56), "white")
         ImageDraw.Draw(canvas).text((8, 4), word, font=font, fill="black")
         images.append(cv2.imencode(".png", np.asarray(canvas)[:, :, ::-1])[1].tobytes())
     return images
+
+
+@pytest.fixture(scope="module")
+def clean_words() -> list[bytes]:
+    """:data:`WORDS` in DejaVu Sans (the regular face), black on white, PNG."""
+    return _render(WORDS, next(f.path for f in discover_fonts(split="heldout") if Path(f.path).name == "DejaVuSans.ttf"))
 
 
 def test_reads_clean_words_in_process(clean_words):
@@ -45,6 +48,23 @@ def test_reads_clean_words_in_process(clean_words):
     readings = Recognizer.from_checkpoint(DEFAULT_WEIGHTS).recognize(clean_words)
     # The charset is lowercase (PaddleOCR's SPIN dictionary), so capitals read as lowercase.
     assert [r.text for r in readings] == [w.lower() for w in WORDS]
+
+
+@pytest.mark.slow
+def test_reads_clean_words_in_every_heldout_font_file():
+    """:data:`WORDS` in each held-out font file (112 with the setup's fonts: weights, italics, condensed
+    faces): the shipped default reads 98.2 % exactly. Most misses are ``world`` -> ``worid`` in sans faces whose
+    ``l`` is a bare bar, the glyph of a capital I; the previous default read 96.3 %."""
+    from spinrec.recognizer import Recognizer
+
+    recognizer = Recognizer.from_checkpoint(DEFAULT_WEIGHTS)
+    fonts = discover_fonts(split="heldout")
+    misses = []
+    for font in fonts:
+        for word, reading in zip(WORDS, recognizer.recognize(_render(WORDS, font.path))):
+            if reading.text != word.lower():
+                misses.append(f"{Path(font.path).name}: {word} -> {reading.text}")
+    assert len(misses) <= 0.03 * len(fonts) * len(WORDS), misses
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -69,7 +89,7 @@ def test_evaluation_through_triton_equals_in_process(default_server, tmp_path):
     assert triton["samples"] == torch_["samples"] == 40 and triton["failed_images"] == torch_["failed_images"] == 0
     assert triton["correct"] == torch_["correct"]
     assert triton["norm_edit_dis"] == pytest.approx(torch_["norm_edit_dis"], abs=1e-9)
-    # The shipped model reads 80.7 % of 2,000 held-out words (weights/README.md) and 27 of these 40: a floor
+    # The shipped model reads 90.95 % of 2,000 held-out words (weights/README.md) and 36 of these 40: a floor
     # that catches a broken model, not a measurement.
-    assert triton["correct"] >= 24, triton["examples_wrong"]
+    assert triton["correct"] >= 32, triton["examples_wrong"]
 
