@@ -3,6 +3,7 @@ judged by texts and accuracy on trained weights) and perf.variants (repository c
 
 import json
 
+import numpy as np
 import pytest
 
 from perf import numerics
@@ -52,6 +53,33 @@ def test_variant_rewrites_only_the_named_settings(built_repository, tmp_path):
     onnx = out / "spin_encoder" / "1" / "model.onnx"
     assert onnx.is_symlink() and onnx.resolve() == (built_repository / "spin_encoder" / "1" / "model.onnx").resolve()
     assert (built_repository / "spin_encoder" / "configs" / "cpu.pbtxt").read_text() != encoder
+
+
+@pytest.mark.slow
+def test_floor_repository_serves_the_ensemble_signature_without_the_work(built_repository, tmp_path):
+    """perf.floor's pass-through copy loads in a real tritonserver with the served configs and answers
+    ``spin_ocr`` with an empty text, so the floor measures the plumbing of the same ensemble."""
+    import tritonclient.grpc as grpc
+
+    from conftest import _stop, render_word, start_triton
+    from perf.floor import build_floor_repository
+
+    floor = build_floor_repository(built_repository, tmp_path / "floor")
+    for model in ("spin_preprocess", "spin_encoder", "spin_decoder", "spin_ocr"):
+        assert (floor / model / "config.pbtxt").read_text() == (built_repository / model / "config.pbtxt").read_text()
+    assert "pb_utils.InferenceResponse" in (floor / "spin_encoder" / "1" / "model.py").read_text()
+    server = start_triton(floor, tmp_path / "floor.log")
+    try:
+        with server.client("grpc") as client:
+            data = np.empty((2, 1), dtype=object)
+            data[0, 0], data[1, 0] = render_word("floor"), b"not even an image"
+            image = grpc.InferInput("IMAGE", [2, 1], "BYTES")
+            image.set_data_from_numpy(data)
+            result = client.infer("spin_ocr", [image])
+        assert result.as_numpy("TEXT").reshape(-1).tolist() == [b"", b""]
+        assert result.as_numpy("CONFIDENCE").shape == (2, 1)
+    finally:
+        _stop(server.process)
 
 
 @pytest.mark.gpu
