@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from perf import analyzer, data
 from perf.machine import machine_record, server_memory
-from perf.run import ROOT, _SERVER_ENV, launch
+from perf.run import ROOT, _SERVER_ENV, launch, stop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,13 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             row["p50_B_over_A"] = row["B"]["p50_ms_median"] / row["A"]["p50_ms_median"]
             record["levels"].append(row)
     finally:
-        for proc, _ in servers.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc, _ in servers.values():
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop([proc for proc, _ in servers.values()])
     (a.out / "ab.json").write_text(json.dumps(record, indent=1, default=str))
     lines = [f"A = {a.a_repository} {a.a_env}; B = {a.b_repository} {a.b_env}; {a.repeats} interleaved runs per level, medians.", "",
              "| concurrency | A req/s | B req/s | B/A throughput | A p50 ms | B p50 ms | B/A p50 | failed A/B | runs without result A/B | RSS MiB A/B |",

@@ -21,8 +21,6 @@ import argparse
 import json
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import warnings
@@ -33,7 +31,7 @@ from tqdm import tqdm
 
 from perf import analyzer, data
 from perf.machine import machine_record
-from perf.run import _SERVER_ENV, ENSEMBLE, ROOT, launch
+from perf.run import _SERVER_ENV, ENSEMBLE, ROOT, launch, stop
 
 # What each pass-through model reads and what it returns per request of ``rows`` images: the served
 # dtypes and shapes (spin_decoder: an empty text; CHAR_PROBS, when asked for, as for an 8-character word).
@@ -196,12 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             lv = analyzer.run_level(binary, ENSEMBLE, "grpc", grpc[name], f"127.0.0.1:{port}", input_data, "concurrency", 1, raw, request_count=100)
             result["perf_analyzer_c1"][name] = {"p50_ms": lv.p50_ms, "p90_ms": lv.p90_ms, "throughput": lv.throughput, "failed": lv.requests_failed, "error": lv.error, "command": lv.command}
     finally:
-        for process, _ in servers.values():
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop([process for process, _ in servers.values()])
     (args.out / "floor.json").write_text(json.dumps(result, indent=1, default=str))
     (args.out / "floor.md").write_text(markdown(result))
     plot(result, args.out / "floor.png")

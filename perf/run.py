@@ -104,6 +104,17 @@ def launch(base_port: int, log: Path, repository: Path, env: dict[str, str]) -> 
     raise RuntimeError(f"server not ready after 600 s; see {log}")
 
 
+def stop(processes) -> None:
+    """SIGTERM every launched server first (they shut down in parallel), then wait; kill what hangs."""
+    for proc in processes:
+        proc.send_signal(signal.SIGTERM)
+    for proc in processes:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def server_configs(http_url: str) -> dict:
     out = {}
     for name in (ENSEMBLE, *COMPOSING):
@@ -334,12 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         run["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         run["targets"] = targets(run)
     finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(60)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop([server] if server is not None else [])
     (out / "run.json").write_text(json.dumps(run, indent=1, default=str))
     report.write_csv(out / "sweep.csv", [analyzer.Level(**{k: v for k, v in lv.items()}).row() for lv in run.get("levels", [])])
     report.plot(out / "throughput_latency.png", run.get("levels", []), run.get("baselines"))
