@@ -171,11 +171,10 @@ class Trainer:
         if tc.init:
             self.init_metadata = weights.read_metadata(tc.init)
             state = weights.read_state(tc.init)
-            if "spin_config" in self.init_metadata:
-                start = SPINConfig.from_dict(json.loads(self.init_metadata["spin_config"]))
-                if start.backbone_out_channels != config.model.backbone_out_channels:
-                    state = widen_state(state, start, config.model, tc.seed)
-                    self.init_metadata["widened_from"] = str(start.backbone_out_channels)
+            start = weights.config_of(self.init_metadata)
+            if start is not None and start.backbone_out_channels != config.model.backbone_out_channels:
+                state = widen_state(state, start, config.model, tc.seed)
+                self.init_metadata["widened_from"] = str(start.backbone_out_channels)
             weights.load_state(self.model, state, f"init checkpoint {tc.init}")
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(

@@ -60,6 +60,11 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
+def config_of(metadata: Mapping[str, str]) -> SPINConfig | None:
+    """The :class:`SPINConfig` a checkpoint written by :func:`save` records, None when it records none."""
+    return SPINConfig.from_dict(json.loads(metadata["spin_config"])) if "spin_config" in metadata else None
+
+
 def read_state(path: str | Path) -> dict[str, torch.Tensor]:
     """A safetensors checkpoint's tensors as CPU tensors, float16 ones widened to float32."""
     return {k: torch.from_numpy(v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in _st_load_file(str(path)).items()}
@@ -67,9 +72,8 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load(path: str | Path, config: SPINConfig | None = None) -> SPIN:
     """Build a model from a safetensors checkpoint written by :func:`save` (eval mode, float32)."""
-    meta = read_metadata(path)
     if config is None:
-        config = SPINConfig.from_dict(json.loads(meta["spin_config"])) if "spin_config" in meta else SPINConfig()
+        config = config_of(read_metadata(path)) or SPINConfig()
     model = SPIN(config)
     load_state(model, read_state(path))
     return model.eval()
