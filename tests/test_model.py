@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from spinrec.charset import EOS_INDEX
 from spinrec.models import SPIN, GASPINTransformer, ResNet32, SequenceEncoder, SPINAttentionHead, SPINConfig, spin_r32
-from spinrec.models.tps import TPSGridGenerator, fiducials, sampling_lattice
+import spinrec.models.tps as tps_module
+from spinrec.models.tps import TPSGridGenerator, fiducials
 
 SMALL = SPINConfig(backbone_out_channels=64, neck_hidden_size=32, neck_out_channels=(32, 64), head_hidden_size=32)
 
@@ -50,29 +51,55 @@ def test_module_shapes_standalone():
     assert t.stucture_fc2.out_features == 54
 
 
-def test_tps_identity_fiducials_give_paddles_scrambled_lattice():
+def test_tps_identity_fiducials_give_the_natural_lattice():
+    """Canonical fiducials C' = C: the TPS reproduces affine maps, so the grid is the lattice itself,
+    pixel (i, j) at ((2j - 99) / 100, (2i - 31) / 32) as PaddleOCR's ``build_P_paddle`` builds it."""
     gen = TPSGridGenerator(40, 20, (32, 100))
-    c = torch.from_numpy(fiducials(20)).float()[None]
-    grid = gen(c)[0].numpy()
-    gx = (2 * np.arange(32) - 31) / 32
-    gy = (2 * np.arange(100) - 99) / 100
-    k = 100 * np.arange(32)[:, None] + np.arange(100)[None, :]
-    np.testing.assert_allclose(grid[..., 0], gx[k % 32], atol=1e-5)
-    np.testing.assert_allclose(grid[..., 1], gy[k // 32], atol=1e-5)
+    grid = gen(torch.from_numpy(fiducials(20)).float()[None])[0].numpy()
+    gx = (2 * np.arange(100) - 99) / 100
+    gy = (2 * np.arange(32) - 31) / 32
+    np.testing.assert_allclose(grid[..., 0], np.broadcast_to(gx[None, :], (32, 100)), atol=1e-5)
+    np.testing.assert_allclose(grid[..., 1], np.broadcast_to(gy[:, None], (32, 100)), atol=1e-5)
 
 
-def test_tps_identity_with_natural_lattice_reproduces_image():
-    gen = TPSGridGenerator(40, 20, (32, 100))
-    # A (W, H) = (100, 32) lattice is the natural layout that the swap in PaddleOCR scrambles.
-    natural = torch.from_numpy(sampling_lattice((100, 32)).reshape(32, 100, 2)).float()
-    # On a linear ramp bilinear sampling is exact, so the output must be the ramp at the lattice points:
-    # pixel m of n maps to m (n - 1) / n + (n - 1) / 2n with align_corners=True, a sub-pixel shift only.
-    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(100.0), indexing="ij")
-    image = (0.01 * xx + 0.02 * yy)[None, None]
-    out = F.grid_sample(image, natural[None], mode="bilinear", padding_mode="border", align_corners=True)
-    expected = 0.01 * (xx * 0.99 + 0.495) + 0.02 * (yy * 31 / 32 + 31 / 64)
-    torch.testing.assert_close(out[0, 0], expected, atol=1e-5, rtol=0)
-    assert (out - image).abs().max() <= 0.5 * 0.01 + 0.5 * 0.02
+def _smooth_pattern(h: int, w: int, period_x: float, period_y: float) -> tuple[torch.Tensor, float]:
+    """``sin(2 pi x / Px) cos(2 pi y / Py)`` on the pixel grid, and the bound on what an identity TPS warp may
+    change in it.
+
+    With C' = C the grid is the lattice (previous test) and ``align_corners=True`` puts output pixel j at input
+    coordinate ``j + (W - 1 - 2j) / (2W)``: a shift of at most ``(W - 1) / (2W)`` (< 1/2 px) per axis. So
+    ``|out - in| <= sx max|f_x| + sy max|f_y| + (max|f_xx| + max|f_yy|) / 8``: the shift times the slope, plus
+    bilinear interpolation's error at unit spacing; 1e-4 on top covers the float32 grid.
+    """
+    kx, ky = 2 * np.pi / period_x, 2 * np.pi / period_y
+    yy, xx = torch.meshgrid(torch.arange(float(h)), torch.arange(float(w)), indexing="ij")
+    image = torch.sin(kx * xx) * torch.cos(ky * yy)
+    bound = (w - 1) / (2 * w) * kx + (h - 1) / (2 * h) * ky + (kx**2 + ky**2) / 8 + 1e-4
+    return image[None, None], float(bound)
+
+
+def _identity_warp_error() -> tuple[float, float]:
+    transform = GASPINTransformer(1, stn=True, offsets=False).eval()
+    image, bound = _smooth_pattern(32, 100, period_x=100.0, period_y=64.0)
+    with torch.no_grad():
+        out = transform.rectify(image, torch.from_numpy(fiducials(20)).float()[None])
+    return float((out - image).abs().max()), bound
+
+
+def test_identity_tps_leaves_a_smooth_pattern_in_place():
+    """Physical check, no reference: canonical fiducials rectify an image to itself within the resampling
+    error derived in :func:`_smooth_pattern` (0.080 here, against a pattern of amplitude 1)."""
+    error, bound = _identity_warp_error()
+    assert bound < 0.081
+    assert error <= bound, f"identity TPS moved the pattern by {error:.4f} > {bound:.4f}"
+
+
+def test_identity_tps_check_catches_the_transposed_lattice(monkeypatch):
+    """The check above fails on the (W, H)-swapped lattice that an earlier version built."""
+    natural = tps_module.sampling_lattice
+    monkeypatch.setattr(tps_module, "sampling_lattice", lambda size: natural((size[1], size[0])))
+    error, bound = _identity_warp_error()
+    assert error > 5 * bound
 
 
 def test_tps_warp_follows_moved_fiducials():

@@ -53,7 +53,7 @@ class GASPINTransformer(nn.Module):
 
     Args:
         in_channels: image channels (1 for SPIN's grayscale input).
-        I_r_size: rectified size (H, W); the TPS lattice reads it as (W, H) like PaddleOCR.
+        I_r_size: rectified size (H, W), as PaddleOCR's ``GridGenerator.build_P_paddle`` reads it.
         offsets: use the inner-offset network (AIN); True in the published model.
         norm_type: only ``"BN"`` (global-statistics batch norm) exists in PaddleOCR's working code.
         default_type: K of the power curves (6 -> 13 exponents).
@@ -146,6 +146,10 @@ class GASPINTransformer(nn.Module):
         y = self.sp_net(x, weights, offsets, gate)
         if not self.stn:
             return y
+        return self.rectify(y, c_prime)
+
+    def rectify(self, y: torch.Tensor, c_prime: torch.Tensor) -> torch.Tensor:
+        """TPS warp: ``[B, C, H, W]`` image and ``[B, F, 2]`` fiducials -> ``[B, C, *I_r_size]``."""
         grid = self.GridGenerator(c_prime)
         # PaddleOCR samples in float32 even under AMP.
         out = F.grid_sample(y.float(), grid.float(), mode="bilinear", padding_mode="border", align_corners=True)

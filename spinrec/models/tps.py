@@ -33,13 +33,14 @@ def inverse_delta(c: np.ndarray) -> np.ndarray:
 
 
 def sampling_lattice(size: tuple[int, int]) -> np.ndarray:
-    """``[size[0] * size[1], 2]`` lattice points (x, y), x fastest, as PaddleOCR's ``build_P``.
+    """``[H * W, 2]`` lattice points (x, y) for ``size = (H, W)``, x fastest: point ``i * W + j`` is
+    output pixel (i, j), at the pixel centre ``((2j + 1 - W) / W, (2i + 1 - H) / H)``.
 
-    PaddleOCR unpacks ``size`` as (width, height) although GA-SPIN passes (height, width) = (32, 100):
-    the 3200 points form a 100-row x 32-column lattice that the caller then re-wraps into 32 x 100.
-    The backbone was trained on that scrambled layout, so it is kept.
+    PaddleOCR's ``GridGenerator.build_P_paddle`` (``ppocr/modeling/transforms/tps.py``) unpacks
+    GA-SPIN's ``I_r_size = (32, 100)`` as (height, width), meshgrids x against y and transposes to
+    ``[H, W, 2]`` before flattening: the natural lattice built here.
     """
-    width, height = size
+    height, width = size
     gx = (np.arange(-width, width, 2) + 1.0) / width
     gy = (np.arange(-height, height, 2) + 1.0) / height
     return np.stack(np.meshgrid(gx, gy), axis=2).reshape(-1, 2)
@@ -57,7 +58,7 @@ class TPSGridGenerator(nn.Module):
     Args:
         in_channels: size of the flattened fiducials (2 F), PaddleOCR's ``GridGenerator(in_channels, F)``.
         num_fiducial: F, 20 in GA-SPIN.
-        output_size: rectified size (H, W); see :func:`sampling_lattice` for how it is (mis)read.
+        output_size: rectified size (H, W), the lattice of :func:`sampling_lattice`.
 
     ``fc`` (2F -> 6) predicts the three extra rows of the TPS right-hand side. PaddleOCR initialises it
     to zero with learning rate 0 and blocks its gradient, so it is frozen here too.
