@@ -45,7 +45,7 @@ from spinrec.metrics import RecMetric
 from spinrec.models.spin import SPIN, SPINConfig
 from spinrec.recognizer import Recognizer
 from spinrec.synth import SynthConfig, WordImages
-from spinrec.widen import widen_state
+from spinrec.widen import BRANCHES, grow_state
 
 
 @dataclass
@@ -53,8 +53,8 @@ class TrainConfig:
     """Optimisation and bookkeeping. ``lr_values`` / ``lr_boundaries`` are PaddleOCR's piecewise schedule,
     boundaries as fractions of ``steps``; ``warmup_steps`` ramps the first value up linearly. ``device`` is
     a PyTorch device (``cpu``, ``cuda``); ``init`` a safetensors checkpoint whose weights start the run
-    (fine-tuning: the optimiser and schedule start fresh; a checkpoint with a narrower backbone is widened
-    first, keeping what it computes, see :mod:`spinrec.widen`). ``replay`` > 0 keeps that many earlier
+    (fine-tuning: the optimiser and schedule start fresh; a checkpoint with a narrower backbone or without the
+    TPS/offset branches is grown first, keeping what it computes, see :mod:`spinrec.widen`). ``replay`` > 0 keeps that many earlier
     batches on the device and adds one of them, drawn at random, to every step: each rendered image is
     then trained on about twice, for a GPU whose step rate outruns the data workers (a resumed run
     starts with an empty buffer)."""
@@ -172,9 +172,14 @@ class Trainer:
             self.init_metadata = weights.read_metadata(tc.init)
             state = weights.read_state(tc.init)
             start = weights.config_of(self.init_metadata)
-            if start is not None and start.backbone_out_channels != config.model.backbone_out_channels:
-                state = widen_state(state, start, config.model, tc.seed)
-                self.init_metadata["widened_from"] = str(start.backbone_out_channels)
+            turned_on = [b for b in BRANCHES if start is not None and getattr(config.model, b) and not getattr(start, b)]
+            widened = start is not None and start.backbone_out_channels != config.model.backbone_out_channels
+            if start is not None and (widened or turned_on):
+                state = grow_state(state, start, config.model, self.model.state_dict(), tc.seed)
+                if widened:
+                    self.init_metadata["widened_from"] = str(start.backbone_out_channels)
+                if turned_on:
+                    self.init_metadata["branches_added"] = ",".join(turned_on)
             weights.load_state(self.model, state, f"init checkpoint {tc.init}")
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(
@@ -424,6 +429,12 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, eval_repor
             f", widened from backbone_out_channels {init['widened_from']} to {config.model.backbone_out_channels} "
             "keeping its function (`spinrec.widen`)"
             if "widened_from" in init
+            else ""
+        )
+        + (
+            f", with GA-SPIN's {' and '.join(init['branches_added'].split(','))} branches turned on keeping its function "
+            "(new fiducials at the identity warp, offset gate nearly closed; `spinrec.widen.add_transform_branches`)"
+            if "branches_added" in init
             else ""
         )
         + "; this run fine-tuned it with a fresh optimiser and schedule."

@@ -1,4 +1,5 @@
-"""Grow a trained SPIN's backbone wider without changing what it computes (Net2WiderNet).
+"""Grow a trained SPIN without changing what it computes: a wider backbone (Net2WiderNet) and GA-SPIN's
+TPS and offset branches turned on.
 
 The compact default was trained with ``backbone_out_channels`` 64 on CPU cores; a GPU lease is long enough
 to train a wider backbone but not to train one from scratch to the same accuracy. Widening by an integer
@@ -10,6 +11,11 @@ outgoing weights would receive equal gradients forever and never become differen
 
 Batch norm keeps every replica identical in training mode too (same batch statistics), and residual sums
 add tensors with the same replica layout, so the widened model equals the small one to rounding.
+
+Turning on ``stn`` or ``offsets`` (:func:`add_transform_branches`) appends rows to ``stucture_fc2`` with zero
+weights: the gate's bias is PaddleOCR's -5 (a blend share of sigmoid(-5) = 0.7 %), the fiducials' bias the
+canonical fiducials C, whose TPS warp is the identity up to the lattice's sub-pixel resampling (see
+``tests/test_model.py``), not PaddleOCR's from-scratch RARE start, which halves and shears the word.
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ import numpy as np
 import torch
 
 from spinrec.models.spin import SPINConfig
+from spinrec.models.tps import fiducials
+
+#: Config fields that :func:`grow_state` may switch from False to True.
+BRANCHES = ("stn", "offsets")
 
 _NECK_INPUTS = ("neck.encoder.encoder.0.rnn.weight_ih_l0", "neck.encoder.encoder.0.rnn.weight_ih_l0_reverse")
 
@@ -31,10 +41,11 @@ def widening_factor(small: SPINConfig, large: SPINConfig) -> int:
     differs = [
         f.name
         for f in dataclasses.fields(SPINConfig)
-        if f.name != "backbone_out_channels" and getattr(small, f.name) != getattr(large, f.name)
+        if f.name not in ("backbone_out_channels", *BRANCHES) and getattr(small, f.name) != getattr(large, f.name)
     ]
+    differs += [b for b in BRANCHES if getattr(small, b) and not getattr(large, b)]
     if differs:
-        raise ValueError(f"only backbone_out_channels can grow; these differ too: {differs}")
+        raise ValueError(f"only backbone_out_channels can grow and stn/offsets turn on; these differ too: {differs}")
     k, rest = divmod(large.backbone_out_channels, small.backbone_out_channels)
     if k < 1 or rest:
         raise ValueError(
@@ -76,3 +87,42 @@ def widen_state(state: Mapping[str, torch.Tensor], small: SPINConfig, large: SPI
             t = _widen_input(t, k, rng)
         out[name] = t
     return out
+
+
+def add_transform_branches(
+    state: Mapping[str, torch.Tensor], small: SPINConfig, large: SPINConfig, fresh: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``state`` (of ``small``) with the ``stn`` / ``offsets`` branches that ``large`` adds, keeping its function.
+
+    ``fresh`` is the state of a newly initialised ``SPIN(large)``: new modules (the offset convolutions, the
+    TPS generator's frozen ``fc``) start from it. ``stucture_fc2``'s rows are laid out as
+    [curve weights, gate (offsets), fiducials (stn)]; old rows are kept, new rows start as described above.
+    """
+    out = {k: v for k, v in state.items()}
+    for name, t in fresh.items():
+        if name not in out:
+            out[name] = t.clone()
+    w, b = state["transform.stucture_fc2.weight"].float(), state["transform.stucture_fc2.bias"].float()
+    k = 2 * large.default_type + 1
+    rows_w, rows_b = [w[:k]], [b[:k]]
+    if large.offsets:
+        rows_w.append(w[k : k + 1] if small.offsets else torch.zeros(1, w.shape[1]))
+        rows_b.append(b[k : k + 1] if small.offsets else torch.tensor([-5.0]))
+    if large.stn:
+        start = k + int(small.offsets)
+        canonical = torch.from_numpy(fiducials(20).reshape(-1)).float()
+        rows_w.append(w[start:] if small.stn else torch.zeros(canonical.numel(), w.shape[1]))
+        rows_b.append(b[start:] if small.stn else canonical)
+    out["transform.stucture_fc2.weight"] = torch.cat(rows_w)
+    out["transform.stucture_fc2.bias"] = torch.cat(rows_b)
+    return out
+
+
+def grow_state(
+    state: Mapping[str, torch.Tensor], small: SPINConfig, large: SPINConfig, fresh: Mapping[str, torch.Tensor], seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """``state`` of ``small`` as a state of ``large``: backbone widened, then transform branches added."""
+    grown = widen_state(state, small, large, seed)
+    if any(getattr(small, b) != getattr(large, b) for b in BRANCHES):
+        grown = add_transform_branches(grown, small, large, fresh)
+    return grown
