@@ -116,18 +116,58 @@ def read_dataset(path: str | Path, data_dir: str | Path | None = None) -> list[S
 # ---------------------------------------------------------------------------------------------- backends
 
 
+#: GA-SPIN branches that :func:`ablate` can switch off in a trained model.
+ABLATIONS = ("stn", "offsets")
+
+
+def ablate(model, branches: Sequence[str]) -> None:
+    """Switch GA-SPIN branches off at inference, to measure what each contributes: ``stn`` puts the fiducials
+    at their canonical positions (the identity warp), ``offsets`` closes the offset gate (blend share 0)."""
+    import torch
+
+    from spinrec.models.tps import fiducials
+
+    unknown = set(branches) - set(ABLATIONS)
+    if unknown:
+        raise ValueError(f"unknown ablation {sorted(unknown)}; choose from {ABLATIONS}")
+    transform = model.transform
+    missing = [b for b in branches if not getattr(transform, b)]
+    if missing:
+        raise ValueError(f"the model has no {' or '.join(missing)} branch to switch off")
+    predict = transform.predict
+    canonical = torch.from_numpy(fiducials(transform.num_fiducial)).float()
+
+    def predict_without(x):
+        weights, offsets, gate, c_prime = predict(x)
+        if "offsets" in branches and gate is not None:
+            gate = torch.zeros_like(gate)
+        if "stn" in branches and c_prime is not None:
+            c_prime = canonical.to(c_prime).expand_as(c_prime)
+        return weights, offsets, gate, c_prime
+
+    transform.predict = predict_without
+
+
 def recognizer_backend(
-    weights_path: str | Path, batch_size: int = 64, threads: int | None = None, stop_at_eos: bool = True
+    weights_path: str | Path,
+    batch_size: int = 64,
+    threads: int | None = None,
+    stop_at_eos: bool = True,
+    ablations: Sequence[str] = (),
 ) -> Backend:
     """The in-process PyTorch pipeline (:class:`spinrec.recognizer.Recognizer`) as a backend;
-    ``stop_at_eos=False`` decodes as PaddleOCR does (see :func:`spinrec.decoding.decode`)."""
+    ``stop_at_eos=False`` decodes as PaddleOCR does (see :func:`spinrec.decoding.decode`); ``ablations``
+    switches GA-SPIN branches off (:func:`ablate`)."""
     import torch
 
     from spinrec.recognizer import Recognizer
 
     if threads:
         torch.set_num_threads(threads)
-    return Recognizer.from_checkpoint(weights_path, batch_size=batch_size, stop_at_eos=stop_at_eos).recognize
+    recognizer = Recognizer.from_checkpoint(weights_path, batch_size=batch_size, stop_at_eos=stop_at_eos)
+    if ablations:
+        ablate(recognizer.model, ablations)
+    return recognizer.recognize
 
 
 def load_backend(spec: str, options: dict[str, str]) -> Backend:
@@ -145,12 +185,14 @@ def load_backend(spec: str, options: dict[str, str]) -> Backend:
 def evaluate(samples: Sequence[Sample], backend: Backend, batch_size: int = 64, progress: bool = True, name: str = "") -> dict:
     """Run ``backend`` over ``samples`` in batches; PaddleOCR's metric plus throughput and failures.
 
-    An image the backend rejects (an exception in its slot) counts as a wrong, empty reading.
+    An image the backend rejects (an exception in its slot) counts as a wrong, empty reading (confidence 0).
+    ``readings`` lists every sample's prediction, confidence and correctness (PaddleOCR's normalisation).
     """
     from tqdm import tqdm
 
     metric = RecMetric()
     failures = []
+    readings: list[dict] = []
     seconds = 0.0
     for start in tqdm(range(0, len(samples), batch_size), desc=f"eval {name}".strip(), unit="batch", disable=not progress):
         batch = samples[start : start + batch_size]
@@ -159,14 +201,16 @@ def evaluate(samples: Sequence[Sample], backend: Backend, batch_size: int = 64, 
         seconds += time.perf_counter() - t0
         if len(results) != len(batch):
             raise RuntimeError(f"backend returned {len(results)} results for {len(batch)} images")
-        texts = []
         for sample, r in zip(batch, results):
-            if isinstance(r, Exception):
+            failed = isinstance(r, Exception)
+            if failed:
                 failures.append({"key": sample.key, "error": str(r)})
-                texts.append("")
-            else:
-                texts.append(r.text)
-        metric.update(texts, [s.label for s in batch])
+            text, confidence = ("", 0.0) if failed else (r.text, float(r.confidence))
+            metric.update([text], [sample.label])
+            readings.append(
+                {"key": sample.key, "label": sample.label, "pred": text, "confidence": confidence,
+                 "correct": metric.prepare(text) == metric.prepare(sample.label)}
+            )  # fmt: skip
     result = metric.result()
     return {
         "samples": len(samples),
@@ -178,7 +222,82 @@ def evaluate(samples: Sequence[Sample], backend: Backend, batch_size: int = 64, 
         "images_per_s": len(samples) / seconds if seconds > 0 else float("nan"),
         "examples_wrong": [{"pred": p, "label": g} for p, g in metric.errors[:25]],
         "failures": failures[:25],
+        "readings": readings,
     }
+
+
+#: Upper edges of the confidence bins of :func:`calibration` (the last bin holds confidence 1.0 too).
+CONFIDENCE_EDGES = (0.5, 0.7, 0.9, 0.95, 0.99, 1.0)
+
+
+def calibration(readings: Sequence[dict], edges: Sequence[float] = CONFIDENCE_EDGES) -> list[dict]:
+    """Word accuracy of the readings in each confidence bin ``[previous edge, edge)``."""
+    rows, low = [], 0.0
+    for i, high in enumerate(edges):
+        last = i == len(edges) - 1
+        inside = [r for r in readings if low <= r["confidence"] and (r["confidence"] < high or last)]
+        correct = sum(r["correct"] for r in inside)
+        rows.append({"low": low, "high": high, "count": len(inside), "correct": correct,
+                     "accuracy": correct / len(inside) if inside else float("nan")})  # fmt: skip
+        low = high
+    return rows
+
+
+def confidence_threshold(readings: Sequence[dict], precision: float = 0.95) -> dict:
+    """The lowest confidence ``t`` such that readings at or above ``t`` are right at least ``precision`` of the
+    time, with the share of readings kept (``coverage``); ``t`` is None when no threshold reaches it."""
+    ordered = sorted(readings, key=lambda r: -r["confidence"])
+    best: dict = {"threshold": None, "precision": precision, "coverage": 0.0, "accuracy": float("nan")}
+    correct = 0
+    for n, r in enumerate(ordered, start=1):
+        correct += r["correct"]
+        tied = n < len(ordered) and ordered[n]["confidence"] == r["confidence"]
+        if not tied and correct / n >= precision:
+            best = {"threshold": r["confidence"], "precision": precision, "coverage": n / len(ordered), "accuracy": correct / n}
+    return best
+
+
+def calibration_report(results: dict[str, dict]) -> str:
+    """Per dataset: accuracy by confidence bin (is the confidence a probability of being right?)."""
+    lines = ["| dataset | confidence | readings | correct | word accuracy |", "|---|---|---:|---:|---:|"]
+    for name, r in results.items():
+        for row in calibration(r.get("readings", [])):
+            if row["count"]:
+                lines.append(
+                    f"| {name} | [{row['low']:.2f}, {row['high']:.2f}{']' if row['high'] == 1.0 else ')'} | {row['count']} | "
+                    f"{row['correct']} | {100 * row['accuracy']:.1f} % |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def write_gallery(samples: Sequence[Sample], result: dict, path: str | Path, limit: int = 48, columns: int = 4) -> Path | None:
+    """A picture of the misses: each image with its label, the reading and its confidence (None if no miss)."""
+    import cv2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    images = {s.key: s.image for s in samples}
+    misses = [r for r in result["readings"] if not r["correct"]][:limit]
+    if not misses:
+        return None
+    rows = -(-len(misses) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 1.45 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, misses):
+        image = cv2.imdecode(np.frombuffer(images[r["key"]], np.uint8), cv2.IMREAD_COLOR)
+        if image is not None:
+            ax.imshow(image[:, :, ::-1])
+        ax.set_title(f"{r['label']} -> {r['pred'] or '(empty)'}  {r['confidence']:.2f}", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def markdown_report(results: dict[str, dict], title: str = "Recognition accuracy") -> str:
@@ -196,6 +315,8 @@ def markdown_report(results: dict[str, dict], title: str = "Recognition accuracy
             f"| {name} | {r['samples']} | {100 * r['word_accuracy']:.2f} % | {r['norm_edit_dis']:.4f} | "
             f"{r['failed_images']} | {r['images_per_s']:.1f} |"
         )
+    if any(r.get("readings") for r in results.values()):
+        lines += ["", "Accuracy by confidence (calibration):", "", calibration_report(results).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -233,13 +354,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paddle-decoding", action="store_true", help="in-process: PaddleOCR's decoding (never stops at eos)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N samples of each dataset")
     parser.add_argument("--out", default="eval_report", help="report path without suffix (writes .json and .md)")
+    parser.add_argument("--gallery", action="store_true", help="also write OUT_misses.png: the misses of each dataset")
+    parser.add_argument(
+        "--ablation", action="store_true",
+        help="in-process: also evaluate with the TPS warp, the offset blend and both switched off (rows 'DATASET -stn' ...)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if sum(x is not None for x in (args.weights, args.server, args.backend)) != 1:
         parser.error("give exactly one of --weights (in-process), --server (Triton) or --backend")
+    if args.ablation and not args.weights:
+        parser.error("--ablation needs --weights (the in-process model)")
+    variants: dict[str, Backend] = {}
     try:
         if args.weights:
             backend = recognizer_backend(args.weights, args.batch_size, args.threads, not args.paddle_decoding)
             meta = {"backend": "in-process PyTorch", "weights": args.weights, "paddle_decoding": args.paddle_decoding}
+            if args.ablation:
+                for off in (("stn",), ("offsets",), ABLATIONS):
+                    variants[" -" + " -".join(off)] = recognizer_backend(
+                        args.weights, args.batch_size, args.threads, not args.paddle_decoding, off
+                    )
         elif args.server:
             backend = load_backend(SERVER_BACKEND, {"url": args.server, "protocol": args.protocol})
             meta = {"backend": f"Triton spin_ocr over {args.protocol} at {args.server}", "factory": SERVER_BACKEND}
@@ -247,9 +381,16 @@ def main(argv: list[str] | None = None) -> int:
             backend = load_backend(args.backend, _options(args.backend_option))
             meta = {"backend": args.backend, "options": args.backend_option}
         results = {}
-        for path in args.datasets:
+        for i, path in enumerate(args.datasets):
             samples = read_dataset(path, args.data_dir)[: args.limit]
             results[path] = evaluate(samples, backend, args.batch_size, name=Path(path).name)
+            for suffix, variant in variants.items():
+                results[path + suffix] = evaluate(samples, variant, args.batch_size, name=Path(path).name + suffix)
+                del results[path + suffix]["readings"]  # one calibration table per dataset, the model as served
+            if args.gallery:
+                gallery = write_gallery(samples, results[path], f"{args.out}_misses{i or ''}.png")
+                if gallery:
+                    print(f"wrote {gallery}")
     except (DatasetError, OSError, ValueError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 2

@@ -16,6 +16,10 @@ from conftest import DEFAULT_WEIGHTS
 from spinrec.evaluate import main as evaluate_main
 from spinrec.synth import SynthConfig, WordImages, discover_fonts, write_folder
 
+#: Real photographed word crops from public repositories (labels.tsv, SOURCES.md): validation only, read in
+#: place and never copied into the project.
+REAL_CROPS = Path(__file__).resolve().parents[2] / "shared" / "real_crops_dev"
+
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason=f"{DEFAULT_WEIGHTS} is not in this checkout")
 
 # Plain words, a number and mixed case, in a font family held out of training.
@@ -93,3 +97,16 @@ def test_evaluation_through_triton_equals_in_process(default_server, tmp_path):
     # that catches a broken model, not a measurement.
     assert triton["correct"] >= 32, triton["examples_wrong"]
 
+
+
+@pytest.mark.skipif(not (REAL_CROPS / "labels.tsv").exists(), reason=f"{REAL_CROPS} (real word crops) is not beside this checkout")
+def test_real_crops_read_the_same_through_triton_as_in_process(default_server, tmp_path):
+    """The 40 real photographed crops: the served ensemble gives every image the in-process text, and the
+    shipped model reads at least the floor below (weights/README.md has the measured accuracy)."""
+    labels = str(REAL_CROPS / "labels.tsv")
+    readings = {}
+    for name, backend in {"triton": ["--server", default_server.grpc_url], "torch": ["--weights", str(DEFAULT_WEIGHTS)]}.items():
+        assert evaluate_main([labels, *backend, "--out", str(tmp_path / name)]) == 0
+        readings[name] = json.loads((tmp_path / f"{name}.json").read_text())["datasets"][labels]["readings"]
+    assert [r["pred"] for r in readings["triton"]] == [r["pred"] for r in readings["torch"]]
+    assert sum(r["correct"] for r in readings["triton"]) >= 11

@@ -1,5 +1,6 @@
 """PaddleOCR's RecMetric, the dataset readers (label file, benchmark LMDB) and the evaluation command."""
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -11,9 +12,10 @@ import pytest
 import torch
 
 from spinrec import weights
-from spinrec.evaluate import DatasetError, main, read_dataset
+from spinrec.evaluate import DatasetError, ablate, calibration, confidence_threshold, main, read_dataset
 from spinrec.metrics import EPS, RecMetric, edit_distance, normalize_text, normalized_distance
 from spinrec.models.spin import SPIN, SPINConfig
+from spinrec.models.tps import fiducials
 from spinrec.recognizer import Recognizer
 from spinrec.synth import SynthConfig, WordImages, write_folder
 
@@ -131,3 +133,48 @@ def test_command_reads_a_benchmark_lmdb(samples, tmp_path):
 def test_command_rejects_missing_backend_choice(tmp_path):
     with pytest.raises(SystemExit):
         main([str(tmp_path)])
+
+
+def test_calibration_bins_and_threshold_by_hand():
+    readings = [{"confidence": c, "correct": ok} for c, ok in
+                [(0.2, False), (0.6, False), (0.6, True), (0.92, True), (0.97, False), (0.995, True), (1.0, True)]]  # fmt: skip
+    rows = {(r["low"], r["high"]): (r["count"], r["correct"]) for r in calibration(readings)}
+    assert rows == {(0.0, 0.5): (1, 0), (0.5, 0.7): (2, 1), (0.7, 0.9): (0, 0), (0.9, 0.95): (1, 1),
+                    (0.95, 0.99): (1, 0), (0.99, 1.0): (2, 2)}  # fmt: skip
+    # From the top: 1.0 ok, 0.995 ok (2/2), 0.97 wrong (2/3), 0.92 ok (3/4 = 0.75), 0.6 + 0.6 (4/6) ...
+    assert confidence_threshold(readings, 0.95) == {"threshold": 0.995, "precision": 0.95, "coverage": 2 / 7, "accuracy": 1.0}
+    assert confidence_threshold(readings, 0.75)["threshold"] == 0.92
+    assert confidence_threshold([{"confidence": 0.9, "correct": False}], 0.5)["threshold"] is None
+
+
+def test_ablation_switches_branches_off_in_the_served_function(tmp_path):
+    """``-stn`` reads what the model reads with canonical fiducials; ``-offsets`` what it reads with the gate shut;
+    a model without a branch refuses to have it switched off."""
+    torch.manual_seed(0)
+    config = SPINConfig(backbone_out_channels=32, neck_hidden_size=32, neck_out_channels=(32, 512), head_hidden_size=32)
+    model = SPIN(config).eval()
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 1, 32, 100))).float()
+    with torch.no_grad():
+        model.transform.stucture_fc2.weight.normal_(0, 0.05)  # fiducials and gate that depend on the image
+        weights_, offsets, gate, c_prime = model.transform.predict(x)
+        expected = model.transform.rectify(model.transform.sp_net(x, weights_, offsets, torch.zeros_like(gate)), c_prime)
+        ablate(model, ["offsets"])
+        torch.testing.assert_close(model.transform(x), expected)
+        ablate(model, ["stn"])
+        assert torch.equal(model.transform.predict(x)[3], torch.from_numpy(fiducials(20)).float().expand(2, 20, 2))
+    with pytest.raises(ValueError, match="no stn"):
+        ablate(SPIN(dataclasses.replace(config, stn=False)), ["stn"])
+
+
+def test_command_writes_a_gallery_of_misses_and_ablation_rows(samples, tmp_path):
+    write_folder(tmp_path / "set", samples[:6])
+    torch.manual_seed(0)
+    model = SPIN(SPINConfig(backbone_out_channels=32, neck_hidden_size=32, neck_out_channels=(32, 512), head_hidden_size=32))
+    weights.save(model.eval(), tmp_path / "w.safetensors")
+    out = tmp_path / "report"
+    assert main([str(tmp_path / "set"), "--weights", str(tmp_path / "w.safetensors"), "--out", str(out), "--gallery", "--ablation"]) == 0
+    assert cv2.imread(str(tmp_path / "report_misses.png")) is not None  # an untrained model misses them all
+    datasets = json.loads(out.with_suffix(".json").read_text())["datasets"]
+    name = str(tmp_path / "set")
+    assert set(datasets) == {name, name + " -stn", name + " -offsets", name + " -stn -offsets"}
+    assert len(datasets[name]["readings"]) == 6 and "Accuracy by confidence" in out.with_suffix(".md").read_text()
