@@ -375,10 +375,21 @@ def plot_history(history: list[dict], path: str | Path) -> None:
     plt.close(fig)
 
 
-def export(run_dir: str | Path, out: str | Path, half: bool = False, eval_reports: Sequence[str | Path] = ()) -> dict:
+@dataclass
+class CardReports:
+    """JSON reports of :mod:`spinrec.evaluate` for the model card. ``evaluations``: their tables go in as they
+    are; the first dataset of the first one (held-out synthetic words) sets the confidence threshold.
+    ``real_crops``: the run on real photographed crops with ``--ablation --gallery`` (its misses picture is
+    ``<report>_misses.png``). ``previous``: the model this one replaces, on the same datasets."""
+
+    evaluations: Sequence[str | Path] = ()
+    real_crops: str | Path | None = None
+    previous: str | Path | None = None
+
+
+def export(run_dir: str | Path, out: str | Path, half: bool = False, reports: CardReports = CardReports()) -> dict:
     """Copy a run's last weights to ``out`` (optionally float16) with its step and accuracy as metadata,
-    and write the model card ``README.md`` and ``training_curves.png`` next to it. ``eval_reports`` are
-    JSON files written by :mod:`spinrec.evaluate`; their tables go into the card."""
+    and write the model card ``README.md`` and ``training_curves.png`` next to it (see :class:`CardReports`)."""
     import shutil
 
     run_dir, out = Path(run_dir), Path(out)
@@ -397,11 +408,13 @@ def export(run_dir: str | Path, out: str | Path, half: bool = False, eval_report
     weights.save(model.eval(), out, meta, half=half)
     if (run_dir / "curves.png").exists():
         shutil.copyfile(run_dir / "curves.png", out.parent / "training_curves.png")
-    (out.parent / "README.md").write_text(model_card(config, state, out, half, eval_reports))
+    if reports.real_crops and Path(str(reports.real_crops).removesuffix(".json") + "_misses.png").exists():
+        shutil.copyfile(str(reports.real_crops).removesuffix(".json") + "_misses.png", out.parent / "real_crops_misses.png")
+    (out.parent / "README.md").write_text(model_card(config, state, out, half, reports))
     return meta
 
 
-def model_card(config: RunConfig, state: dict, out: Path, half: bool, eval_reports: Sequence[str | Path]) -> str:
+def model_card(config: RunConfig, state: dict, out: Path, half: bool, reports: CardReports = CardReports()) -> str:
     from spinrec.evaluate import markdown_report
     from spinrec.synth import discover_fonts
 
@@ -465,11 +478,8 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, eval_repor
         "![training curves](training_curves.png)",
         "",
     ]
-    for path in eval_reports:
-        report = json.loads(Path(path).read_text())
-        backend = report["meta"].get("backend", "?")
-        lines += [markdown_report(report["datasets"], f"Evaluation: {backend}").replace("# Evaluation", "## Evaluation", 1)]
-    if eval_reports:
+    lines += _card_evaluations(reports)
+    if reports.evaluations:
         lines += [
             "Held-out sets are rendered by `python -m spinrec.synth OUT --split heldout --seed S --lmdb` with held-out font",
             f"families and a seed never used in training (training stream {tc.data_seed}, in-training check {tc.eval_seed}).",
@@ -479,11 +489,72 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, eval_repor
         "## Limitations",
         "",
         "Trained on synthetic data only. The model emits lowercase letters, digits and 32 punctuation marks (SPIN's",
-        "dictionary), no spaces. Options of the transform that are off in this config are listed in",
-        "`configs/spin_compact.json` with the reason.",
+        "dictionary), no spaces."
+        + (
+            ""
+            if config.model.stn and config.model.offsets
+            else " GA-SPIN branches off in this config: "
+            + ", ".join(b for b in ("stn", "offsets") if not getattr(config.model, b))
+            + " (the config's comment says why)."
+        ),
         "",
     ]
     return "\n".join(lines)
+
+
+def _card_evaluations(reports: CardReports) -> list[str]:
+    """The card's evaluation sections: previous vs this model, real crops (ablation, misses), the evaluation
+    tables, and the confidence threshold a user should apply."""
+    from spinrec.evaluate import confidence_threshold, markdown_report
+
+    def datasets(path: str | Path) -> dict[str, dict]:
+        return json.loads(Path(path).read_text())["datasets"]
+
+    lines: list[str] = []
+    evaluations = {str(p): json.loads(Path(p).read_text()) for p in reports.evaluations}
+    real = datasets(reports.real_crops) if reports.real_crops else {}
+    real_name = next(iter(real), None)
+    if reports.previous:
+        previous = datasets(reports.previous)
+        current = {k: v for e in evaluations.values() for k, v in e["datasets"].items()} | real
+        lines += ["## Previous default vs this model", "", "| dataset | previous | this model |", "|---|---:|---:|"]
+        lines += [
+            f"| {name} | {100 * r['word_accuracy']:.2f} % | {100 * current[name]['word_accuracy']:.2f} % |"
+            for name, r in previous.items()
+            if name in current
+        ]
+        lines.append("")
+    if real_name:
+        r = real[real_name]
+        lines += [
+            "## Real photographed crops",
+            "",
+            f"`{real_name}`: {r['correct']} of {r['samples']} read right, **{100 * r['word_accuracy']:.1f} %** (PaddleOCR's metric). "
+            "Validation only: never trained, tuned or calibrated on. Ablation (the branch switched off at inference, "
+            "`python -m spinrec.evaluate ... --ablation`):",
+            "",
+            "| GA-SPIN as served | word accuracy |",
+            "|---|---:|",
+        ]
+        lines += [f"| {name.removeprefix(real_name).strip() or 'both branches on'} | {100 * v['word_accuracy']:.1f} % |" for name, v in real.items()]
+        lines += ["", "Misses:", "", "![misses on the real crops](real_crops_misses.png)", ""]
+    for report in evaluations.values():
+        backend = report["meta"].get("backend", "?")
+        lines += [markdown_report(report["datasets"], f"Evaluation: {backend}").replace("# Evaluation", "## Evaluation", 1)]
+    if evaluations:
+        name, held_out = next(iter(next(iter(evaluations.values()))["datasets"].items()))
+        t = confidence_threshold(held_out["readings"], 0.95)
+        if t["threshold"] is not None:
+            line = (
+                f"**Confidence threshold**: accept readings with confidence >= {t['threshold']:.3f}. On `{name}` that keeps "
+                f"{100 * t['coverage']:.1f} % of the readings, {100 * t['accuracy']:.1f} % of them right (chosen there for 95 %)"
+            )
+            if real_name:
+                kept = [x for x in real[real_name]["readings"] if x["confidence"] >= t["threshold"]]
+                right = sum(x["correct"] for x in kept)
+                line += f"; on the real crops it keeps {len(kept)} of {real[real_name]['samples']}, {right} of them right"
+            lines += [line + ".", ""]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -498,9 +569,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out")
     p.add_argument("--half", action="store_true", help="store float16 (halves the file)")
     p.add_argument("--eval-report", action="append", default=[], help="JSON report of spinrec.evaluate for the model card (repeatable)")
+    p.add_argument("--real-crops-report", help="spinrec.evaluate report (--ablation --gallery) on real photographed crops")
+    p.add_argument("--previous-report", help="spinrec.evaluate report of the model this one replaces, same datasets")
     args = parser.parse_args(argv)
     if args.command == "export":
-        meta = export(args.run_dir, args.out, args.half, args.eval_report)
+        reports = CardReports(args.eval_report, args.real_crops_report, args.previous_report)
+        meta = export(args.run_dir, args.out, args.half, reports)
         print(f"exported {args.run_dir} -> {args.out}: {meta}")
         return 0
     trainer = Trainer(RunConfig.from_file(args.config), args.run_dir)

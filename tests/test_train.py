@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,7 +14,7 @@ from spinrec import weights
 from spinrec.loss import spin_attention_loss
 from spinrec.models.spin import SPIN, SPINConfig
 from spinrec.synth import SynthConfig
-from spinrec.train import RunConfig, TrainConfig, Trainer, export, learning_rate, parameter_groups
+from spinrec.train import CardReports, RunConfig, TrainConfig, Trainer, export, learning_rate, parameter_groups
 
 TINY = SPINConfig(backbone_out_channels=32, neck_hidden_size=32, neck_out_channels=(32, 512), head_hidden_size=32)
 
@@ -137,15 +138,32 @@ def test_a_run_can_be_extended(tmp_path):
 def test_export_writes_a_checkpoint_that_loads_with_the_run_weights(tmp_path):
     trainer = Trainer(_run_config(steps=2), tmp_path / "run")
     trainer.run(progress=False)
-    report = {"meta": {"backend": "in-process PyTorch"}, "datasets": {"heldout": {
-        "samples": 8, "word_accuracy": 0.5, "norm_edit_dis": 0.75, "failed_images": 0, "images_per_s": 10.0}}}
-    (tmp_path / "eval.json").write_text(json.dumps(report))
-    meta = export(tmp_path / "run", tmp_path / "w.safetensors", half=True, eval_reports=[tmp_path / "eval.json"])
+    def result(accuracy: float, confidences: list[float], correct: list[bool]) -> dict:
+        readings = [{"key": str(i), "label": "a", "pred": "a", "confidence": c, "correct": ok} for i, (c, ok) in enumerate(zip(confidences, correct))]
+        return {"samples": len(readings), "word_accuracy": accuracy, "correct": sum(correct), "norm_edit_dis": 0.75,
+                "failed_images": 0, "images_per_s": 10.0, "readings": readings}  # fmt: skip
+
+    heldout = result(0.5, [0.99, 0.98, 0.97, 0.9, 0.8, 0.6, 0.5, 0.2], [True, True, True, False, True, False, False, False])
+    real = result(0.25, [0.99, 0.95, 0.5, 0.3], [True, False, False, False])
+    reports = {
+        "eval": {"meta": {"backend": "in-process PyTorch"}, "datasets": {"heldout": heldout}},
+        "real": {"meta": {}, "datasets": {"real": real, "real -stn": {**real, "word_accuracy": 0.0}}},
+        "previous": {"meta": {}, "datasets": {"heldout": {**heldout, "word_accuracy": 0.25}, "real": {**real, "word_accuracy": 0.0}}},
+    }
+    for name, report in reports.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(report))
+    cv2.imwrite(str(tmp_path / "real_misses.png"), np.zeros((4, 4, 3), np.uint8))
+    card_reports = CardReports([tmp_path / "eval.json"], tmp_path / "real.json", tmp_path / "previous.json")
+    meta = export(tmp_path / "run", tmp_path / "w.safetensors", half=True, reports=card_reports)
     assert meta["step"] == "2"
     card = (tmp_path / "README.md").read_text()
     assert "8 images (2 steps x batch 4)" in card and (tmp_path / "training_curves.png").exists()
     assert "Rate as logged: " in card and "to step 2." in card
     assert "## Evaluation: in-process PyTorch" in card and "| heldout | 8 | 50.00 % | 0.7500 | 0 | 10.0 |" in card
+    assert "| heldout | 25.00 % | 50.00 % |" in card and "| real | 0.00 % | 25.00 % |" in card
+    assert "1 of 4 read right, **25.0 %**" in card and "| -stn | 0.0 % |" in card and (tmp_path / "real_crops_misses.png").exists()
+    # 0.99, 0.98, 0.97 right: the threshold 0.970 keeps 3 of 8 held-out readings; on the real crops 1, right.
+    assert "confidence >= 0.970" in card and "keeps 37.5 %" in card and "it keeps 1 of 4, 1 of them right" in card
     loaded = weights.load(tmp_path / "w.safetensors")
     assert loaded.config == TINY
     for key, value in trainer.model.state_dict().items():
