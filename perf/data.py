@@ -84,7 +84,7 @@ def render_samples(count: int, seed: int = 2026, rescale_share: float = 0.5, pro
 
     from spinrec.synth import SynthConfig, WordImages
 
-    source = WordImages(SynthConfig(split="all"))
+    source = WordImages(SynthConfig(split="all", style="plain"))  # the request set of the recorded runs
     rng = np.random.default_rng(seed)
     samples = []
     for i in tqdm(range(count), desc="render request images", disable=not progress, leave=False):

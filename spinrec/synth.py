@@ -11,11 +11,18 @@ text mask, OpenCV bends (curved baseline), rotates and warps it, composites it o
 textured background with a foreground color of controlled contrast, then blurs, adds noise, lowers the
 resolution and JPEG-compresses.
 
+Two styles (``SynthConfig.style``): ``plain`` is the renderer above, bit for bit as before issue 13;
+``scene`` (the default) sends most samples through :mod:`spinrec.scene` instead (outlines, shadows, 3D and
+embossed text, arcs and waves, strong rotation, neighbouring glyphs clipped by the crop, cluttered procedural
+backgrounds, uneven light, defocus, low resolution) and mixes in script fonts, with every share in
+``SynthConfig.mix`` (:class:`spinrec.scene.SceneMix`).
+
 Labels are the rendered text; the training label is ``Charset.encode(text)`` (PaddleOCR's SPINLabelEncode:
 lowercased, symbols outside the dictionary dropped, too-long or empty samples skipped).
 
 Command: ``python -m spinrec.synth OUT --count N --seed S --split heldout [--lmdb]`` writes ``OUT/images/``,
-``OUT/labels.txt`` (``path<TAB>text``, PaddleOCR's format) and optionally ``OUT/lmdb`` (benchmark format).
+``OUT/labels.txt`` (``path<TAB>text``, PaddleOCR's format) and optionally ``OUT/lmdb`` (benchmark format);
+``--style plain`` renders the pre-scene stream.
 """
 
 from __future__ import annotations
@@ -34,10 +41,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from spinrec.charset import Charset
 from spinrec.preprocess import load as load_gray, normalize
+from spinrec.scene import SceneMix, luminance, scene_image
 
 FONT_DIRS = ("/usr/share/fonts",)
 WORD_LIST = "/usr/share/dict/words"
-#: Families whose glyphs for ASCII are symbols, keycaps or decorative initials, and hard scripts.
+#: Families whose glyphs for ASCII are symbols, keycaps or decorative initials.
 EXCLUDED_FAMILIES = (
     "standard symbols",
     "d050000l",
@@ -47,11 +55,9 @@ EXCLUDED_FAMILIES = (
     "stixsize",
     "stixnonunicode",
     "stixvariants",
-    "kristi",
-    "isabella",
-    "z003",
-    "chorus",
 )
+#: Connected scripts: left out of the regular families, drawn in ``SceneMix.script_font`` of scene samples.
+SCRIPT_FAMILIES = ("kristi", "isabella", "z003", "chorus")
 REQUIRED_GLYPHS = string.digits + string.ascii_letters
 PRINTABLE = string.digits + string.ascii_letters + string.punctuation
 SPLITS = ("train", "heldout", "all")
@@ -77,15 +83,17 @@ def _glyph_signature(font: ImageFont.FreeTypeFont, ch: str) -> tuple:
 
 
 @functools.lru_cache(maxsize=None)
-def _probe_font(path: str) -> Font | None:
+def _probe_font(path: str, scripts: bool = False) -> Font | None:
     """The font's family and the printable ASCII it really draws (a glyph that renders exactly like the
-    missing-glyph box is missing), or None when it cannot be used."""
+    missing-glyph box is missing), or None when it cannot be used or is (``scripts``: is not) a script."""
     try:
         font = ImageFont.truetype(path, 20)
     except OSError:
         return None
     family = font.getname()[0] or Path(path).stem
     if any(x in family.lower() for x in EXCLUDED_FAMILIES):
+        return None
+    if any(x in family.lower() for x in SCRIPT_FAMILIES) != scripts:
         return None
     missing = _glyph_signature(font, "\uffff")
     glyphs = frozenset(c for c in PRINTABLE if _glyph_signature(font, c) != missing)
@@ -101,15 +109,18 @@ def family_is_heldout(family: str, heldout_fraction: float) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def discover_fonts(dirs: tuple[str, ...] = FONT_DIRS, split: str = "all", heldout_fraction: float = 0.2) -> tuple[Font, ...]:
-    """Usable fonts under ``dirs`` of one split (``train``, ``heldout`` or ``all``), sorted by path."""
+def discover_fonts(
+    dirs: tuple[str, ...] = FONT_DIRS, split: str = "all", heldout_fraction: float = 0.2, scripts: bool = False
+) -> tuple[Font, ...]:
+    """Usable fonts under ``dirs`` of one split (``train``, ``heldout`` or ``all``), sorted by path; the
+    regular families, or with ``scripts`` only the script families (which may be none)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     paths = sorted({str(p) for d in dirs for ext in ("ttf", "otf", "TTF", "OTF") for p in Path(d).rglob(f"*.{ext}")})
-    fonts = [f for f in map(_probe_font, paths) if f is not None]
+    fonts = [f for f in (_probe_font(p, scripts) for p in paths) if f is not None]
     if split != "all":
         fonts = [f for f in fonts if family_is_heldout(f.family, heldout_fraction) == (split == "heldout")]
-    if not fonts:
+    if not fonts and not scripts:
         raise SynthError(
             f"no usable {split} fonts under {', '.join(dirs)}; install Debian font packages (see scripts/setup.sh)"
         )
@@ -190,17 +201,13 @@ def random_text(words: tuple[str, ...], rng: np.random.Generator, max_length: in
 # -------------------------------------------------------------------------------------------- rendering
 
 
-def _luminance(rgb: np.ndarray) -> float:
-    return float(0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2])
-
-
 def _colors(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Background and foreground RGB whose luminance differs by at least a random contrast; low contrast
     (20-50 gray levels) in 15 % of the samples."""
     min_contrast = rng.uniform(20, 50) if rng.random() < 0.15 else rng.uniform(60, 200)
     for _ in range(100):
         bg, fg = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-        if abs(_luminance(bg) - _luminance(fg)) >= min_contrast:
+        if abs(luminance(bg) - luminance(fg)) >= min_contrast:
             return bg.astype(np.float32), fg.astype(np.float32)
     bg = np.full(3, 235.0 if rng.random() < 0.5 else 20.0, np.float32)
     return bg, 255.0 - bg
@@ -320,6 +327,31 @@ def _degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return image
 
 
+def _with_neighbours(target: np.ndarray, font: ImageFont.FreeTypeFont, glyphs: frozenset[str], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Put 1-3 glyphs of other words a word space to the left and/or right of the target mask (made by
+    :func:`_text_mask`, margin ``font.size``) on the same baseline: ``(target, ink)`` on the wider canvas."""
+    size = font.size
+    pool = [c for c in NEIGHBOUR_GLYPHS if c in glyphs]
+    sides = ("left", "right")[rng.integers(2)] if rng.random() < 0.7 else "both"
+    left = "".join(rng.choice(pool, rng.integers(1, 4))) if sides in ("left", "both") else ""
+    right = "".join(rng.choice(pool, rng.integers(1, 4))) if sides in ("right", "both") else ""
+    gap = rng.uniform(0.3, 0.5) * size  # a word space or more: the crop's padding shows at most part of a glyph
+    cols = np.flatnonzero(target.max(0) > 40)
+    x0, x1 = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (size, target.shape[1] - size)
+    extra_left = int(np.ceil(font.getlength(left) + gap)) if left else 0
+    extra_right = int(np.ceil(font.getlength(right) + gap)) if right else 0
+    h, w = target.shape
+    wide = np.zeros((h, w + extra_left + extra_right), np.uint8)
+    wide[:, extra_left : extra_left + w] = target
+    image = Image.new("L", (wide.shape[1], h), 0)
+    draw = ImageDraw.Draw(image)
+    if left:
+        draw.text((extra_left + x0 - gap - font.getlength(left), size), left, font=font, fill=255)
+    if right:
+        draw.text((extra_left + x1 + gap, size), right, font=font, fill=255)
+    return wide, np.maximum(wide, np.asarray(image))
+
+
 def render(text: str, font_path: str, rng: np.random.Generator) -> np.ndarray:
     """One word image (BGR uint8 ``[H, W, 3]``) of ``text`` in the font at ``font_path``."""
     size = int(rng.integers(22, 56))
@@ -330,7 +362,7 @@ def render(text: str, font_path: str, rng: np.random.Generator) -> np.ndarray:
     mask = _crop(_warp(mask, rng, size), rng, size)
     h, w = mask.shape
     bg, fg = _colors(rng)
-    contrast = abs(_luminance(bg) - _luminance(fg))
+    contrast = abs(luminance(bg) - luminance(fg))
     # Textures weaker than the contrast so the text stays the strongest structure in the crop.
     background = _layer(bg, h, w, rng, 0.6 * contrast)
     foreground = _layer(fg, h, w, rng, 0.3 * contrast)
@@ -348,15 +380,29 @@ def render(text: str, font_path: str, rng: np.random.Generator) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- source
 
 
+STYLES = ("scene", "plain")
+#: Wide glyphs for neighbouring words: a clipped piece of one is not mistaken for a whole thin glyph.
+NEIGHBOUR_GLYPHS = "ABCDEGHKMNOPRSUVWXYZabdeghkmnopqsuvwxyz02345689"
+
+
 @dataclass(frozen=True)
 class SynthConfig:
-    """Where text and fonts come from and which split of the font families to use."""
+    """Where text and fonts come from, which split of the font families to use, the rendering style
+    (``scene`` or ``plain``) and the scene effects' shares (a dict is accepted, as read from a run's JSON)."""
 
     split: str = "train"
     heldout_fraction: float = 0.2
     font_dirs: tuple[str, ...] = FONT_DIRS
     word_list: str = WORD_LIST
     max_text_length: int = 16
+    style: str = "scene"
+    mix: SceneMix = SceneMix()
+
+    def __post_init__(self):
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, got {self.style!r}")
+        if isinstance(self.mix, dict):
+            object.__setattr__(self, "mix", SceneMix(**self.mix))
 
 
 class WordImages:
@@ -375,20 +421,49 @@ class WordImages:
         for f in self.fonts:
             self.families.setdefault(f.family, []).append(f)
         self.family_names = sorted(self.families)
+        self.scripts = discover_fonts(tuple(cfg.font_dirs), cfg.split, cfg.heldout_fraction, scripts=True)
         self.words = read_words(cfg.word_list, cfg.max_text_length)
 
+    def _font(self, rng: np.random.Generator) -> Font:
+        """A family drawn uniformly, then one of its files, so families with many weights are not favoured."""
+        family = self.families[self.family_names[rng.integers(len(self.family_names))]]
+        return family[rng.integers(len(family))]
+
     def sample(self, seed: int, index: int) -> tuple[np.ndarray, str]:
-        """The image and raw text of sample ``index`` of stream ``seed`` (a family is drawn uniformly,
-        then one of its files, so families with many weights are not favoured)."""
+        """The image and raw text of sample ``index`` of stream ``seed``."""
         rng = np.random.default_rng([seed, index])
+        mix = self.config.mix
+        scene = self.config.style == "scene" and rng.random() >= mix.plain
         while True:
             text = random_text(self.words, rng, self.config.max_text_length)
             if self.charset.encode(text) is None:
                 continue
-            family = self.families[self.family_names[rng.integers(len(self.family_names))]]
-            font = family[rng.integers(len(family))]
+            if scene and self.scripts and rng.random() < mix.script_font:
+                font = self.scripts[rng.integers(len(self.scripts))]
+            else:
+                font = self._font(rng)
             if set(text) <= font.glyphs:
-                return render(text, font.path, rng), text
+                return (self._scene(text, font, rng) if scene else render(text, font.path, rng)), text
+
+    def _scene(self, text: str, font: Font, rng: np.random.Generator) -> np.ndarray:
+        """``text`` laid out (with neighbouring glyphs in ``mix.neighbours``) and photographed by
+        :func:`spinrec.scene.scene_image`."""
+        size = int(rng.integers(22, 56))
+        face = _truetype(font.path, size)
+        target, _ = _text_mask(text, face, rng)
+        ink = target
+        if rng.random() < self.config.mix.neighbours:
+            target, ink = _with_neighbours(target, face, font.glyphs, rng)
+        return scene_image(ink, target, size, rng, self.config.mix, self._fragment)
+
+    def _fragment(self, rng: np.random.Generator, height: int) -> np.ndarray:
+        """Ink ``uint8 [h, w]`` of some other word at about ``height`` pixels, for backgrounds."""
+        word = self.words[rng.integers(len(self.words))]
+        face = _truetype(self._font(rng).path, max(6, height))
+        left, top, right, bottom = face.getbbox(word)
+        image = Image.new("L", (max(1, right - left), max(1, bottom - top)), 0)
+        ImageDraw.Draw(image).text((-left, -top), word, font=face, fill=255)
+        return np.asarray(image)
 
     def clean_sample(self, seed: int, index: int) -> tuple[np.ndarray, str]:
         """A clean printed word: a dictionary word of 3-12 letters, lower case, capitalised and upper case in
@@ -396,8 +471,7 @@ class WordImages:
         rng = np.random.default_rng([seed, index])
         while True:
             word = self.words[rng.integers(len(self.words))]
-            family = self.families[self.family_names[rng.integers(len(self.family_names))]]
-            font = family[rng.integers(len(family))]
+            font = self._font(rng)
             if word.isalpha() and 3 <= len(word) <= 12 and set(word) <= font.glyphs:
                 break
         text = (word.lower(), word.capitalize(), word.upper())[index % 3]
@@ -475,12 +549,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=SPLITS, default="heldout", help="font families to draw from")
     parser.add_argument("--heldout-fraction", type=float, default=SynthConfig.heldout_fraction)
     parser.add_argument("--lmdb", action="store_true", help="also write OUT/lmdb in the benchmark format")
+    parser.add_argument("--style", choices=STYLES, default=SynthConfig.style, help="scene effects, or the plain pre-scene renderer")
     parser.add_argument("--clean", action="store_true", help="clean printed dictionary words, black on white, no augmentation")
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
     try:
-        source = WordImages(SynthConfig(split=args.split, heldout_fraction=args.heldout_fraction))
+        source = WordImages(SynthConfig(split=args.split, heldout_fraction=args.heldout_fraction, style=args.style))
     except SynthError as e:
         print(f"synth: error: {e}", file=sys.stderr)
         return 2

@@ -83,7 +83,7 @@ def test_reads_clean_words_through_triton(default_server, protocol, clean_words)
 def test_evaluation_through_triton_equals_in_process(default_server, tmp_path):
     """``spinrec.evaluate`` over a benchmark-format LMDB of held-out synthetic words (with one broken image):
     the server and the in-process pipeline give the same counts."""
-    source = WordImages(SynthConfig(split="heldout"))
+    source = WordImages(SynthConfig(split="heldout", style="plain"))  # the style weights/README.md measured
     write_folder(tmp_path / "set", [source.sample(777, i) for i in range(40)], lmdb_path=tmp_path / "lmdb")
     reports = {}
     for name, backend in {"triton": ["--server", default_server.grpc_url], "torch": ["--weights", str(DEFAULT_WEIGHTS)]}.items():

@@ -1,9 +1,17 @@
-"""The synthetic word-image generator: determinism, font split, labels as PaddleOCR's SPINLabelEncode."""
+"""The synthetic word-image generator: determinism, font split, labels as PaddleOCR's SPINLabelEncode, and
+each scene effect doing what it says when forced on."""
 
+import dataclasses
+import json
+
+import cv2
 import numpy as np
 import pytest
+from PIL import ImageFont
 
+from spinrec import scene, synth
 from spinrec.charset import SPIN_DICT, Charset
+from spinrec.scene import SceneMix
 from spinrec.synth import SynthConfig, WordImages, discover_fonts, family_is_heldout, read_words
 
 
@@ -101,3 +109,192 @@ def test_clean_samples_are_dictionary_words_black_on_white_in_three_cases(train_
         assert any(text.lower() == w.lower() for w in words) and 3 <= len(text) <= 12
         assert image.dtype == np.uint8 and image.shape[0] >= 40
         assert image[0].min() == 255 and image.min() < 64  # white margin, dark ink
+
+
+# ------------------------------------------------------------------------------------ scene style
+
+
+NONE = SceneMix(**{f.name: 0.0 for f in dataclasses.fields(SceneMix)})
+
+
+def _only(**shares: float) -> SceneMix:
+    """A mix with every effect off except ``shares``."""
+    return dataclasses.replace(NONE, **shares)
+
+
+def _bar(h: int = 90, w: int = 300, size: int = 30) -> np.ndarray:
+    """A straight line of ink (a word's stand-in) with a margin of ``size``, as a layout gives."""
+    mask = np.zeros((h, w), np.uint8)
+    mask[size : h - size, size : w - size] = 255
+    return mask
+
+
+def _column_centroids(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    weights = mask.astype(np.float64)
+    cols = np.flatnonzero(weights.sum(0) > 255 * 3)
+    rows = np.arange(mask.shape[0], dtype=np.float64)[:, None]
+    return cols.astype(np.float64), (weights[:, cols] * rows).sum(0) / weights[:, cols].sum(0)
+
+
+def test_scene_is_the_default_style_and_plain_ignores_the_mix(train_source):
+    assert SynthConfig().style == "scene"
+    plain = WordImages(SynthConfig(split="train", style="plain"))
+    plain_arcs = WordImages(SynthConfig(split="train", style="plain", mix=_only(arc=1.0, outline=1.0)))
+    for index in (0, 3, 99):
+        a, b = plain.sample(4, index), plain_arcs.sample(4, index)
+        assert a[1] == b[1] and np.array_equal(a[0], b[0])
+        scene_image, scene_text = train_source.sample(4, index)
+        again_image, again_text = train_source.sample(4, index)
+        assert scene_text == again_text and np.array_equal(scene_image, again_image)
+
+
+def test_config_reads_the_mix_from_a_dict_and_rejects_bad_values():
+    config = SynthConfig(mix={"arc": 1.0, "jpeg": 0.0})
+    assert config.mix == dataclasses.replace(SceneMix(), arc=1.0, jpeg=0.0)
+    as_json = json.loads(json.dumps(dataclasses.asdict(config)))
+    assert SynthConfig(**{**as_json, "font_dirs": tuple(as_json["font_dirs"])}) == config
+    with pytest.raises(ValueError, match="style"):
+        SynthConfig(style="fancy")
+    with pytest.raises(ValueError, match="probabilities"):
+        SceneMix(arc=1.5)
+    with pytest.raises(TypeError):
+        SynthConfig(mix={"bogus": 0.5})
+
+
+def test_every_effect_forced_on_still_gives_word_crops():
+    source = WordImages(SynthConfig(split="train", mix=SceneMix(**{f.name: 1.0 for f in dataclasses.fields(SceneMix)} | {"plain": 0.0})))
+    for i in range(12):
+        image, text = source.sample(8, i)
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3, text
+        assert 8 <= image.shape[0] <= 1000 and 8 <= image.shape[1] <= 2000, (image.shape, text)
+
+
+@pytest.mark.parametrize("up", [True, False])
+def test_arc_bends_the_line_the_right_way(up):
+    bar = _bar()
+    layers = np.repeat(bar[:, :, None], 4, axis=2)
+    bent = scene.arc(layers, np.random.default_rng(0), up=up, span=2.0)
+    x, y = _column_centroids(bent[:, :, scene.TARGET])
+    linear = np.polyval(np.polyfit(x, y, 1), x)
+    quadratic = np.polyfit(x, y, 2)
+    assert np.abs(y - linear).max() > 15, "an arc of 2 radians must move the centroid rows far off a line"
+    # Image rows grow downwards: on top of a circle the middle is highest (a parabola opening down).
+    assert (quadratic[0] > 0) == up
+    assert bent[:, :, scene.TARGET].astype(np.float64).sum() == pytest.approx(bar.astype(np.float64).sum(), rel=0.15)
+
+
+def test_wave_moves_the_baseline_up_and_down():
+    layers = np.repeat(_bar()[:, :, None], 4, axis=2)
+    x, y = _column_centroids(scene.wave(layers, np.random.default_rng(1), size=30)[:, :, scene.TARGET])
+    residual = y - np.polyval(np.polyfit(x, y, 1), x)
+    assert residual.max() > 2 and residual.min() < -2
+
+
+def _principal_angle(mask: np.ndarray) -> float:
+    ys, xs = np.nonzero(mask > 128)
+    cov = np.cov(np.stack([xs, ys]).astype(np.float64))
+    vx, vy = np.linalg.eigh(cov)[1][:, -1]
+    angle = np.degrees(np.arctan2(vy, vx))
+    return (angle + 90) % 180 - 90
+
+
+def test_rotation_reaches_30_degrees_only_when_forced():
+    layers = np.repeat(_bar(90, 400)[:, :, None], 4, axis=2)
+    forced = [_principal_angle(scene.perspective(layers, np.random.default_rng(s), _only(rotate=1.0), 30)[:, :, 0]) for s in range(30)]
+    usual = [_principal_angle(scene.perspective(layers, np.random.default_rng(s), NONE, 30)[:, :, 0]) for s in range(30)]
+    assert max(np.abs(forced)) > 20 and max(np.abs(forced)) <= 31
+    assert max(np.abs(usual)) < 12
+
+
+def test_outline_and_shadow_layers_reach_beyond_the_glyphs():
+    ink = _bar()
+    layers, under = scene.style_layers(ink, ink, np.random.default_rng(2), _only(outline=1.0, shadow=1.0), 30)
+    assert under == "shadow"
+    assert (layers[:, :, scene.OUTLINE] >= ink).all() and (layers[:, :, scene.OUTLINE] > ink).sum() > 100
+    assert ((layers[:, :, scene.SHADOW] > 40) & (ink == 0)).sum() > 30
+    _, under = scene.style_layers(ink, ink, np.random.default_rng(2), _only(extrude=1.0, shadow=1.0), 30)
+    assert under == "extrude"
+
+
+def test_outline_is_painted_in_a_third_color():
+    ink = np.zeros((80, 200), np.uint8)
+    ink[25:55, 30:170] = 255
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        layers, under = scene.style_layers(ink, ink, rng, _only(outline=1.0), 30)
+        image = scene.paint(layers, under, 30, rng, NONE, lambda rng, h: np.zeros((h, h), np.uint8)).astype(np.float64)
+        ring = (layers[:, :, scene.OUTLINE] == 255) & (ink == 0)
+        core = cv2.erode(ink, np.ones((5, 5), np.uint8)) == 255
+        outside = cv2.dilate(layers[:, :, scene.OUTLINE], np.ones((5, 5), np.uint8)) == 0
+        ring_color, core_color = np.median(image[ring], 0), np.median(image[core], 0)
+        bg_color = np.median(image[outside], 0)
+        assert np.linalg.norm(ring_color - core_color) > 40, seed
+        assert np.linalg.norm(ring_color - bg_color) > 30, seed
+
+
+def test_bevel_lights_one_side_of_a_stroke_and_darkens_the_other():
+    ink = _bar()
+    shade = scene._bevel(ink, np.random.default_rng(3), 30)
+    assert shade.max() > 0.5 and shade.min() < -0.5
+    assert np.abs(shade[45, 100:200]).max() < 0.05 and np.abs(shade[2:8, 100:200]).max() < 0.05  # flat inside and out
+
+
+def test_tight_crop_cuts_into_the_word_and_loose_crop_leaves_room():
+    layers = np.repeat(_bar()[:, :, None], 4, axis=2)
+    tight = scene.crop(layers, np.random.default_rng(4), _only(tight_crop=1.0), 30)
+    assert (tight[[0, -1], :, scene.TARGET] == 255).all() and (tight[:, [0, -1], scene.TARGET] == 255).all()
+    loose = [scene.crop(layers, np.random.default_rng(s), NONE, 30) for s in range(10)]
+    assert any((c[0, :, scene.TARGET] == 0).all() and (c[:, 0, scene.TARGET] == 0).all() for c in loose)
+
+
+def test_neighbours_share_the_baseline_and_leave_the_target_alone(train_source):
+    font = ImageFont.truetype(train_source.fonts[0].path, 32)
+    target, _ = synth._text_mask("word", font, np.random.default_rng(0))
+    for seed in range(4):
+        wide, ink = synth._with_neighbours(target, font, train_source.fonts[0].glyphs, np.random.default_rng(seed))
+        assert wide.shape == ink.shape and wide.shape[0] == target.shape[0] and wide.shape[1] > target.shape[1]
+        assert wide.sum() == target.sum() and (ink >= wide).all()
+        extra = (ink > 40) & (wide <= 40)
+        rows = np.flatnonzero(extra.any(1))
+        word_rows = np.flatnonzero((target > 40).any(1))
+        assert rows.size and rows.min() >= word_rows.min() - 12 and rows.max() <= word_rows.max() + 12
+
+
+def test_fragments_stay_at_the_top_and_bottom_edges():
+    image = np.zeros((60, 200, 3), np.float32)
+    block = lambda rng, h: np.full((h, 3 * h), 255, np.uint8)  # noqa: E731
+    for seed in range(10):
+        scene._paste_fragments(image, np.random.default_rng(seed), 30, block, np.zeros(3, np.float32))
+    changed_rows = np.flatnonzero(image.any((1, 2)))
+    assert changed_rows.size and not image[25:35].any(), "more than half a fragment's height reached into the word"
+
+
+def test_camera_effects_soften_the_image_when_forced():
+    rng = np.random.default_rng(5)
+    sharp = np.where(np.indices((64, 256)).sum(0) % 8 < 4, 255, 0).astype(np.uint8)
+    sharp = cv2.cvtColor(sharp, cv2.COLOR_GRAY2BGR)
+    detail = lambda im: cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()  # noqa: E731
+    for effect in ("defocus", "motion", "gaussian", "low_res"):
+        out = scene.camera(sharp, rng, _only(**{effect: 1.0}), 48)
+        assert out.dtype == np.uint8 and out.shape[2] == 3
+        if out.shape == sharp.shape:
+            assert detail(out) < 0.7 * detail(sharp), effect
+        else:
+            assert effect == "low_res" and out.shape[0] < sharp.shape[0]
+    jpeg = scene.camera(sharp, rng, _only(jpeg=1.0), 48)
+    assert jpeg.shape == sharp.shape and not np.array_equal(jpeg, sharp)
+
+
+def test_light_makes_a_flat_image_uneven():
+    flat = np.full((40, 120, 3), 128, np.float32)
+    lit = [scene.light(flat, np.random.default_rng(s)) for s in range(6)]
+    assert all(im.shape == flat.shape for im in lit)
+    assert max(float(im.std()) for im in lit) > 10
+
+
+def test_script_families_are_kept_apart_and_split_like_the_others():
+    scripts = discover_fonts(split="all", scripts=True)
+    assert scripts, "the Debian script fonts (Kristi, Z003, ...) should be installed"
+    assert not {f.family for f in scripts} & {f.family for f in discover_fonts(split="all")}
+    train = {f.family for f in discover_fonts(split="train", scripts=True)}
+    assert all(not family_is_heldout(f, 0.2) for f in train)
