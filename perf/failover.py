@@ -263,8 +263,8 @@ def run_phase(c: Cluster, victim: Replica, image: bytes, expected: str, policy: 
     def chaos() -> None:
         try:
             time.sleep(kill_at)
-            victim.kill()
             events["killed"] = time.monotonic() - t0
+            victim.kill()
             time.sleep(restart_after)
             victim.start()
             events["restarted"] = time.monotonic() - t0
