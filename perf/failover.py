@@ -394,8 +394,9 @@ def plot(report: dict, path: Path) -> None:
                              gridspec_kw={"height_ratios": [3, 1]}, squeeze=False)
     for col, (name, p) in enumerate(phases.items()):
         ax, ax_up = axes[0][col], axes[1][col]
-        rate = p["throughput_rps"]
+        rate = p["throughput_rps"][:-1]  # the last second is partial
         ax.step(range(len(rate)), rate, where="post", label="successful requests/s")
+        ax.set_ylim(bottom=0)
         for t in p["failure_times_s"]:
             ax.axvline(t, color="red", alpha=0.5, lw=1)
         for key, color, style in (("killed", "black", "--"), ("restarted", "black", ":"), ("ready", "green", "--")):
