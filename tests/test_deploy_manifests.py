@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, free_port
+from conftest import REPO_ROOT, free_port
 
 DEPLOY = REPO_ROOT / "deploy"
 TREES = {
