@@ -6,10 +6,12 @@
 #
 # No weights are baked in: the Kubernetes init container builds the repository from the mounted checkpoint.
 FROM python:3.11-slim-bookworm
-# The Python-backend stub embeds the system libpython3.11; OpenCV and OpenVINO want libgomp.
+# The Python-backend stub embeds libpython3.11: this image's own shared one (/usr/local/lib), the same
+# interpreter the packages are installed for. OpenVINO wants libgomp.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libpython3.11 libgomp1 \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -c "import ctypes.util, sys; sys.exit(ctypes.util.find_library('python3.11') is None)"
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 WORKDIR /opt/spin/src
