@@ -9,6 +9,7 @@ import time
 
 from client.inputs import collect
 from client.ocr import MODEL, PROTOCOLS, ClientError, OcrClient
+from client.resilience import RetryPolicy
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -19,11 +20,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("images", nargs="*", help="image files, directories (searched recursively), globs, or - for one image on stdin")
     parser.add_argument("--list", metavar="FILE", help="also read image paths from FILE, one per line (- for stdin)")
     parser.add_argument("-i", "--protocol", choices=sorted(PROTOCOLS), default="http")
-    parser.add_argument("-u", "--url", help="server host:port (default: 127.0.0.1:8000 for http, :8001 for grpc)")
+    parser.add_argument(
+        "-u", "--url",
+        help="server host:port, or several separated by commas: requests rotate over them and fail over "
+        "(default: 127.0.0.1:8000 for http, :8001 for grpc)",
+    )
     parser.add_argument("-m", "--model", default=MODEL)
     parser.add_argument("-b", "--batch-size", type=int, default=16, help="images per request (default: %(default)s)")
     parser.add_argument("-c", "--concurrency", type=int, default=4, help="requests in flight (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per attempt of a request (default: %(default)s)")
+    parser.add_argument(
+        "--retries", type=int, default=4,
+        help="retries of a request that found no server or an unavailable one, on the next endpoint (default: %(default)s; 0: none)",
+    )
+    parser.add_argument("--retry-backoff", type=float, default=0.05, help="seconds before the first retry, doubling up to 2 s, jittered (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="JSON lines: path, text, confidence, latency_ms (or error)")
     parser.add_argument("--char-probs", action="store_true", help="with --json: add each character's probability")
     args = parser.parse_args(argv)
@@ -43,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             specs += [line.strip() for line in f if line.strip()]
     items = collect(specs)
     try:
-        client = OcrClient(args.url, args.protocol, args.model, args.batch_size, args.concurrency, args.timeout, args.char_probs)
+        retry = RetryPolicy(attempts=args.retries + 1, backoff=args.retry_backoff, attempt_timeout=args.timeout, deadline=None)
+        client = OcrClient(args.url, args.protocol, args.model, args.batch_size, args.concurrency, args.timeout, args.char_probs, retry)
         start = time.perf_counter()
         results = client.recognize(items)
     except (ClientError, ValueError) as e:

@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
+from client.resilience import EndpointPool, RetriesExhausted, RetryPolicy, parse_urls
+
 MODEL = "spin_ocr"
 PROTOCOLS = {"http": "127.0.0.1:8000", "grpc": "127.0.0.1:8001"}
 # The ensemble's name and the row index of a one-image request only add noise to its error message.
@@ -69,12 +71,16 @@ class OcrClient:
     :meth:`recognize` from synchronous code.
 
     Args:
-        url: ``host:port`` (default: Triton's port for ``protocol`` on 127.0.0.1).
+        url: ``host:port``, or several (a sequence or ``"h1:p1,h2:p2"``): calls rotate over them and move
+            on to the next when one cannot be reached (default: Triton's port for ``protocol`` on 127.0.0.1).
         protocol: ``http`` or ``grpc``.
         batch_size: images per request (1..the model's max_batch_size).
         concurrency: requests in flight at once.
-        timeout: seconds allowed per request.
+        timeout: seconds allowed per attempt of a request.
         char_probs: also return each character's probability.
+        retry: how requests are retried when a server cannot be reached or is unavailable
+            (:class:`~client.resilience.RetryPolicy`; default: 5 attempts, ``timeout`` each, 50 ms backoff
+            doubling to 2 s; ``client.resilience.NO_RETRY`` for none).
     """
 
     def __init__(
@@ -86,24 +92,28 @@ class OcrClient:
         concurrency: int = 4,
         timeout: float = 120.0,
         char_probs: bool = False,
+        retry: RetryPolicy | None = None,
     ):
         if batch_size < 1 or concurrency < 1:
             raise ValueError("batch_size and concurrency must be at least 1")
         self.protocol = protocol
-        self.url = url or PROTOCOLS.get(protocol, "")
+        self._sync, self._aio = _api(protocol)
+        self.urls = parse_urls(url or PROTOCOLS.get(protocol, ""))
+        self.url = ",".join(self.urls)
+        self.retry = retry or RetryPolicy(attempt_timeout=timeout, deadline=None)
         self.model = model
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.timeout = timeout
         self.char_probs = char_probs
-        self._sync, self._aio = _api(protocol)
         self._client = None
 
     async def __aenter__(self) -> "OcrClient":
         if self.protocol == "http":
-            self._client = self._aio.InferenceServerClient(self.url, conn_timeout=self.timeout)
+            make = lambda u: self._aio.InferenceServerClient(u, conn_timeout=self.timeout)  # noqa: E731
         else:
-            self._client = self._aio.InferenceServerClient(self.url)
+            make = self._aio.InferenceServerClient
+        self._client = EndpointPool(make, self.urls, self.retry)
         try:
             await self.check()
         except BaseException:
@@ -165,8 +175,8 @@ class OcrClient:
             try:
                 return await self._infer(paths, images)
             except Exception as e:
-                if len(images) == 1:
-                    return [Result(paths[0], error=_message(e))]
+                if len(images) == 1 or isinstance(e, RetriesExhausted):  # no server answered: not the images' fault
+                    return [Result(p, error=_message(e)) for p in paths]
         # The gate is released before the one-image retries, which queue on it like any request.
         singles = [self._batch(gate, [p], [b]) for p, b in zip(paths, images)]
         return [r for rs in await asyncio.gather(*singles) for r in rs]

