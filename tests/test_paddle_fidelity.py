@@ -1,7 +1,10 @@
 """Fidelity to PaddleOCR, checked against Paddle itself.
 
-Model: ``tests/paddle_reference/spin_paddle.py`` is SPIN written in Paddle dygraph with PaddleOCR's module
-structure (independent of ``spinrec``). Its parameters and BatchNorm statistics are randomized, it is
+Model: ``tests/paddle_reference/spin_paddle.py`` is SPIN written in Paddle dygraph from PaddleOCR's own
+source, read function by function (each class names the upstream file, function and commit it mirrors;
+nothing in it comes from ``spinrec`` or from a note). In particular its TPS lattice is upstream's
+``GridGenerator.build_P_paddle``: ``I_r_size = (32, 100)`` read as (height, width), x varying fastest,
+output pixel (i, j) sampling (x_j, y_i). Its parameters and BatchNorm statistics are randomized, it is
 saved with ``paddle.save`` (a real Paddle-written ``.pdparams``: LSTM alias keys and parameter-name table
 included), converted with ``spinrec.weights.convert_paddle``, and every stage of the PyTorch port is fed
 the stage input Paddle saw. Tolerance: relative error ``||out - ref|| / ||ref|| <= 1e-5`` in float32.
@@ -44,7 +47,7 @@ import torch.nn.functional as TF  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paddle_reference import ppocr_wheel  # noqa: E402
-from paddle_reference.spin_paddle import SPEC_BETAS, SPINPaddle, cal_k, randomize_  # noqa: E402
+from paddle_reference.spin_paddle import SPINPaddle, cal_k, randomize_  # noqa: E402
 
 from spinrec import weights as W  # noqa: E402
 from spinrec.blend import power_exponents  # noqa: E402
@@ -95,6 +98,13 @@ def word_crops(rng: np.random.RandomState, n: int) -> np.ndarray:
     return np.stack(out)
 
 
+def localisation(model: SPINPaddle, x: np.ndarray) -> list[np.ndarray]:
+    """Paddle's (curve weights, offsets, gate, fiducials) in the port's shapes: upstream keeps the curve
+    weights as [B, 13, 1] and the gate as [B, 1, 1, 1], the port as [B, 13] and [B]."""
+    w, off, gate, c = (t.numpy() for t in model.transform.localize(pt(x)))
+    return [w[..., 0], off, gate.reshape(-1), c]
+
+
 # ------------------------------------------------------------------------------------------ fixtures
 
 
@@ -104,7 +114,7 @@ def ref(tmp_path_factory):
     paddle.seed(0)
     model = SPINPaddle()
     model.eval()
-    randomize_(model, seed=11, generator_scale=8.0, seq_gain=3.0)  # seed: 5 different readings, no near-tie
+    randomize_(model, seed=20, generator_scale=8.0, seq_gain=3.0)  # seed: 5 different readings, top-2 log-ratio >= 0.036
     tmp = tmp_path_factory.mktemp("paddle_ckpt")
     pdparams = tmp / "random.pdparams"
     paddle.save(model.state_dict(), str(pdparams))
@@ -114,7 +124,7 @@ def ref(tmp_path_factory):
     noise = rng.uniform(-1.0, 1.0, (2, 1, 32, 100)).astype(np.float32)
     x = np.concatenate([noise, word_crops(rng, 3)]).astype(np.float32)
     with paddle.no_grad():
-        loc = [t.numpy() for t in model.transform.localize(pt(x))]
+        loc = localisation(model, x)
         rectified = model.transform(pt(x)).numpy()
         features = model.backbone(pt(rectified)).numpy()
         sequence = model.neck(pt(features)).numpy()
@@ -129,8 +139,9 @@ def ref(tmp_path_factory):
 
 
 def test_reference_matches_published_structure(ref):
-    """The Paddle reference has the published shape: 255 state-dict entries (16 LSTM aliases), 50,686,693
-    parameters and 27,808 BatchNorm statistics (spin-model.md §6, §9), and the 13 SPIN exponents."""
+    """The Paddle reference built as upstream builds it has 255 state-dict entries (16 LSTM aliases),
+    50,686,693 parameters and 27,808 BatchNorm statistics, and the port's 13 SPIN exponents are upstream's
+    ``cal_K(6)``, which starts 0.03, 33.33 and ends 1.52, 1.0."""
     model = ref["model"]
     state = model.state_dict()
     assert len(state) == 255
@@ -141,8 +152,9 @@ def test_reference_matches_published_structure(ref):
     stats = sum(n for name, n in unique.values() if name.endswith(("_mean", "_variance")))
     assert sum(n for _, n in unique.values()) - stats == 50_686_693
     assert stats == 27_808
-    assert cal_k(6) == SPEC_BETAS
-    assert power_exponents(6) == SPEC_BETAS
+    betas = cal_k(6)
+    assert len(betas) == 13 and betas[:2] == [0.03, 33.33] and betas[-2:] == [1.52, 1.0]
+    assert power_exponents(6) == betas
 
 
 def test_checkpoint_is_paddle_written_and_randomized(ref):
@@ -181,7 +193,7 @@ def test_localisation_outputs(ref):
 
 
 def _spn_float64(x, weights, offsets_up, gate, scale, bias, betas):
-    """SPN + AIN in float64 NumPy (spin-model.md §2.2), from the upsampled offsets."""
+    """SPN + AIN in float64 NumPy (upstream ``SP_TransformerNetwork.forward``), from the upsampled offsets."""
     i = (x.astype(np.float64) + 1) / 2
     a = gate.astype(np.float64).reshape(-1, 1, 1, 1)
     i = i * (1 - a) + offsets_up.astype(np.float64) * a
@@ -207,9 +219,9 @@ def test_spn_blend_same_inputs(ref, curves):
         w = np.random.RandomState(9).normal(0.0, 1.0, w.shape).astype(np.float32)
     with paddle.no_grad():
         up = PF.upsample(pt(off), size=(32, 100), mode="bilinear")
-        expected = model.transform.sp_net(pt(ref["x"]), pt(w), up, pt(gate).reshape([-1, 1, 1, 1])).numpy()
+        expected = model.transform.sp_net(pt(ref["x"]), pt(w).unsqueeze(-1), up, pt(gate).reshape([-1, 1, 1, 1])).numpy()
         norm = model.transform.sp_net.bn
-        exact = _spn_float64(ref["x"], w, up.numpy(), gate, norm.scale.numpy(), norm.bias.numpy(), SPEC_BETAS)
+        exact = _spn_float64(ref["x"], w, up.numpy(), gate, norm.scale.numpy(), norm.bias.numpy(), cal_k(6))
     with torch.no_grad():
         got = port.transform.sp_net(th(ref["x"]), th(w), th(off), th(gate)).numpy()
     err, paddle_err = rel(got, expected), rel(expected, exact)
@@ -222,7 +234,7 @@ def test_spn_blend_same_inputs(ref, curves):
 
 
 def test_tps_grid_same_fiducials(ref):
-    """The TPS grid (scrambled 100x32 lattice re-wrapped to 32x100, fc extra rows) from identical fiducials."""
+    """The TPS grid (upstream's natural 32x100 lattice, x fastest; fc extra rows) from identical fiducials."""
     model, port = ref["model"], ref["port"]
     c = ref["loc"][3]
     with paddle.no_grad():
@@ -414,8 +426,8 @@ def test_torch_random_port_to_paddle():
         seq = port.neck(th(feats)).numpy()
         probs = port.head(th(seq)).numpy()
     with paddle.no_grad():
-        for name, o, r in zip(("weights", "offsets", "gate", "fiducials"), model.transform.localize(pt(x)), loc):
-            assert_close(f"port->paddle localisation {name}", o.numpy(), r)
+        for name, o, r in zip(("weights", "offsets", "gate", "fiducials"), localisation(model, x), loc):
+            assert_close(f"port->paddle localisation {name}", o, r)
         assert_close("port->paddle backbone", model.backbone(pt(x)).numpy(), feats)
         assert_close("port->paddle neck", model.neck(pt(feats)).numpy(), seq)
         ref_probs = model.head(pt(seq)).numpy()
