@@ -506,23 +506,43 @@ def test_spin_label_decode_matches_paddleocr():
     assert any(math.isnan(c) for _, c in theirs)
 
 
+def paddleocr_readings(probs: np.ndarray, stop_at_eos: bool) -> list[tuple[str, float]]:
+    """PaddleOCR's ``SPINLabelDecode`` (from the wheel) of ``probs``; with ``stop_at_eos``, applied to each
+    row's steps before its first eos, an empty reading then having confidence 0 (the serving mode's rule)."""
+    spin = ppocr_wheel.rec_postprocess().SPINLabelDecode(character_dict_path=ppocr_wheel.spin_dict_path())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # np.mean([]) for the empty readings
+        if not stop_at_eos:
+            return [(t, float(c)) for t, c in spin(probs)]
+        out = []
+        for row in probs:
+            eos = np.flatnonzero(row.argmax(-1) == 1)
+            end = int(eos[0]) if eos.size else row.shape[0]
+            ((text, conf),) = spin(row[None, :end]) if end else [("", float("nan"))]
+            out.append((text, 0.0 if math.isnan(conf) else float(conf)))
+        return out
+
+
+def assert_same_readings(what: str, ours, theirs: list[tuple[str, float]], conf_tol: float) -> None:
+    """Texts identical; confidences within ``conf_tol`` (NaN where PaddleOCR's is NaN)."""
+    texts, confidences = [r[0] for r in ours], [r[1] for r in ours]
+    print(f"{what}: {texts}")
+    assert texts == [t for t, _ in theirs], what
+    for got, (_, want) in zip(confidences, theirs):
+        if math.isnan(want):
+            assert math.isnan(got), what
+        else:
+            assert abs(got - want) <= conf_tol, (what, got, want)
+
+
 @needs_wheel
 def test_stop_at_eos_matches_paddleocr_on_the_prefix():
     """``decode(stop_at_eos=True)`` == PaddleOCR's decoder applied to the steps before the first eos
     (confidence 0 instead of NaN when nothing is kept)."""
-    spin = ppocr_wheel.rec_postprocess().SPINLabelDecode(character_dict_path=ppocr_wheel.spin_dict_path())
     rng = np.random.RandomState(12)
-    ids = _decode_cases(rng)
-    probs = _random_probs(rng, ids)
-    ours = decode(probs, stop_at_eos=True)
-    for i, r in enumerate(ours):
-        eos = np.flatnonzero(ids[i] == 1)
-        end = int(eos[0]) if eos.size else ids.shape[1]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            ((text, conf),) = spin(probs[i : i + 1, :end]) if end else [("", float("nan"))]
-        assert r.text == text
-        assert r.confidence == (0.0 if math.isnan(conf) else pytest.approx(conf, abs=1e-6))
+    probs = _random_probs(rng, _decode_cases(rng))
+    ours = [(r.text, r.confidence) for r in decode(probs, stop_at_eos=True)]
+    assert_same_readings("stop at eos", ours, paddleocr_readings(probs, stop_at_eos=True), 1e-6)
 
 
 def _random_images(rng: np.random.RandomState):
@@ -614,3 +634,105 @@ def test_label_encode_matches_paddleocr():
         assert ours[n + 1] == 1 and (ours[1 : n + 1] >= 2).all()
         kept += 1
     assert skipped > 5 and kept > 100
+
+
+# ------------------------------------------------------------------------------------------ served: ONNX / OpenVINO / Triton
+
+
+@pytest.fixture(scope="module")
+def served(ref, tmp_path_factory):
+    """A Paddle-written checkpoint converted and built into a model repository by the real builder, six
+    word images (PNG) with PaddleOCR's probabilities and neck features for them, and PaddleOCR's own
+    feature noise on them (1-ulp nudges to 1 % of the pixels).
+
+    The checkpoint is the reference model with its eos logit raised by 1.75, so that the two decoding
+    modes read differently (one word has characters after its first eos; two readings are empty:
+    confidence NaN in PaddleOCR's mode, 0 in the serving mode)."""
+    from conftest import build_repository
+
+    images = png_words(np.random.RandomState(19), 6)  # 5 different readings, top-2 log-ratio >= 0.034
+    x = np.stack([preprocess(data) for data in images])
+    nudged = np.where(np.random.RandomState(4).rand(*x.shape) < 0.01, np.nextafter(x, np.float32(2)), x).astype(np.float32)
+    model = ref["model"]
+    bias = model.head.generator.bias
+    saved = bias.numpy().copy()
+    boosted = saved.copy()
+    boosted[1] += 1.75
+    tmp = tmp_path_factory.mktemp("paddle_served")
+    try:
+        bias.set_value(boosted)
+        paddle.save(model.state_dict(), str(tmp / "eos.pdparams"))
+        with paddle.no_grad():
+            sequence = model.neck(model.backbone(model.transform(pt(x)))).numpy()
+            moved = model.neck(model.backbone(model.transform(pt(nudged)))).numpy()
+            probs = model.head(pt(sequence)).numpy()
+    finally:
+        bias.set_value(saved)
+    W.convert_paddle(tmp / "eos.pdparams", tmp / "eos.safetensors")
+    top2 = np.sort(probs, axis=-1)[..., -2:]
+    assert np.log(top2[..., 1] / top2[..., 0]).min() > 1e-2, "near-tie in the reference: change the seeds"
+    exact, stopped = (paddleocr_readings(probs, mode) for mode in (False, True))
+    assert len({t for t, _ in exact}) > 1, "all images read alike"
+    assert exact != stopped and any(t == "" for t, _ in exact), "the two decoding modes should read differently"
+    repository = build_repository(tmp / "repository", tmp / "eos.safetensors")
+    return dict(images=images, x=x, probs=probs, sequence=sequence, floor=rel(moved, sequence), repository=repository)
+
+
+def png_words(rng: np.random.RandomState, n: int) -> list[bytes]:
+    """Rendered words as PNG bytes (random words, fonts, sizes), as a client would send them."""
+    out = []
+    for _ in range(n):
+        h, w = rng.randint(28, 56), rng.randint(90, 220)
+        img = np.full((h, w, 3), 255, np.uint8)
+        text = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz0123456789"), rng.randint(3, 8)))
+        cv2.putText(img, text, (4, int(h * 0.75)), int(rng.randint(0, 8)), h / 40, (30, 20, 10), 2)
+        ok, data = cv2.imencode(".png", img)
+        assert ok
+        out.append(data.tobytes())
+    return out
+
+
+@needs_wheel
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_served_encoder_gives_paddleocr_readings(served, runtime):
+    """The exported encoder as the CPU server runs it (ONNX Runtime or OpenVINO, fp32) and the NumPy
+    decoder of the built repository: features within 3x PaddleOCR's own float32 noise (1-ulp nudges to
+    1 % of the pixels) of PaddleOCR's neck output, and PaddleOCR's decoded strings in both modes."""
+    from builders.build_repository import CHECKPOINT, ONNX
+    from spinrec.serving.stages import HeadDecoder, OnnxEncoder
+
+    features = OnnxEncoder(served["repository"] / ONNX, runtime=runtime)(served["x"])
+    err, floor = rel(features, served["sequence"]), served["floor"]
+    print(f"{runtime} features vs PaddleOCR {err:.2e}; PaddleOCR vs itself with 1-ulp nudges {floor:.2e}")
+    assert err <= max(TOL, 3 * floor)
+    for stop_at_eos in (False, True):
+        readings = HeadDecoder(served["repository"] / CHECKPOINT, stop_at_eos=stop_at_eos)(features)
+        assert_same_readings(
+            f"{runtime}, stop_at_eos={stop_at_eos}", [(r.text, r.confidence) for r in readings],
+            paddleocr_readings(served["probs"], stop_at_eos), 1e-3,
+        )
+
+
+@needs_wheel
+def test_triton_server_gives_paddleocr_readings(served, tmp_path):
+    """A real tritonserver on the repository built from the Paddle-written checkpoint: the served default
+    (``stop_at_eos`` true) and, after reloading ``spin_decoder`` with ``stop_at_eos`` false through
+    Triton's model-control API, PaddleOCR's exact mode: PaddleOCR's strings and confidences."""
+    import json
+
+    from conftest import _stop, start_triton
+    from test_serving_server import infer
+
+    server = start_triton(served["repository"], tmp_path / "server.log", ("--model-control-mode=explicit", "--load-model=*"))
+    try:
+        texts, confidences, _ = infer(server, "http", served["images"])
+        assert_same_readings("triton, stop_at_eos=True", list(zip(texts, confidences)), paddleocr_readings(served["probs"], True), 1e-3)
+        with server.client() as client:
+            config = client.get_model_config("spin_decoder")
+            assert config["parameters"]["stop_at_eos"]["string_value"] == "true"
+            config["parameters"]["stop_at_eos"]["string_value"] = "false"
+            client.load_model("spin_decoder", config=json.dumps(config))
+        texts, confidences, _ = infer(server, "grpc", served["images"])
+        assert_same_readings("triton, stop_at_eos=False", list(zip(texts, confidences)), paddleocr_readings(served["probs"], False), 1e-3)
+    finally:
+        _stop(server.process)
