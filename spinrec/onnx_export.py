@@ -230,9 +230,15 @@ class EncoderCheck:
 
     error: float  #: largest relative feature error, ONNX Runtime vs PyTorch, over the batches
     noise: float  #: largest relative feature change of PyTorch itself under 1-ulp input nudges
-    tolerance: float  #: max(floor, noise_factor * noise)
     compared: int  #: check images whose greedy tokens PyTorch's own nudge leaves unchanged
     differing: list[str] = field(default_factory=list)  #: those whose ONNX tokens differ
+    floor: float = ERROR_FLOOR
+    noise_factor: float = NOISE_FACTOR
+
+    @property
+    def tolerance(self) -> float:
+        """The feature error accepted: ``max(floor, noise_factor * noise)``."""
+        return max(self.floor, self.noise_factor * self.noise)
 
     @property
     def ok(self) -> bool:
@@ -244,7 +250,7 @@ class EncoderCheck:
         if self.error > self.tolerance:
             parts.append(
                 f"relative feature error {self.error:.3g} > tolerance {self.tolerance:.3g} "
-                f"(= max(floor, {NOISE_FACTOR:g} x float32 noise {self.noise:.3g}))"
+                f"(= max({self.floor:g}, {self.noise_factor:g} x float32 noise {self.noise:.3g}))"
             )
         if self.differing:
             parts.append(f"decoded tokens differ on {len(self.differing)} of {self.compared} check images: " + "; ".join(self.differing))
@@ -293,7 +299,7 @@ def check_encoder(
                 compared += 1
                 if not np.array_equal(want, onnx_tokens):
                     differing.append(f"image {i}: {onnx_tokens.tolist()} != {want.tolist()}")
-    return EncoderCheck(error, noise, max(floor, noise_factor * noise), compared, differing)
+    return EncoderCheck(error, noise, compared, differing, floor, noise_factor)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
