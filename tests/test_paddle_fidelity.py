@@ -20,6 +20,13 @@ measured self-sensitivity of PaddleOCR (within 3x of it, and < 1e-3). The SPN al
 ill-conditioned when arbitrary curve weights nearly cancel (the instance norm then divides by a tiny
 spread); with such weights it is checked against PaddleOCR's own distance to a float64 evaluation.
 
+Served path: the same model with a raised eos logit (so the two decoding modes read differently) is saved
+by Paddle, converted, and built into a model repository by the real builder (which must accept it). Its
+exported encoder, run by ONNX Runtime and by OpenVINO as the CPU server runs it, gives features within 3x
+PaddleOCR's own 1-ulp sensitivity of PaddleOCR's neck output and, with the repository's decoder,
+PaddleOCR's strings in both modes; a real tritonserver on that repository gives them too (one server,
+``spin_decoder`` reloaded with ``stop_at_eos`` false through Triton's model-control API).
+
 Pre/post-processing: PaddleOCR's own ``SPINLabelDecode``, ``SPINLabelEncode``, ``SPINRecResizeImg``,
 ``resize_norm_img_spin`` and ``spin_dict.txt``, run from the installed ``paddleocr==2.7.3`` wheel (see
 ``tests/paddle_reference/ppocr_wheel.py``).
