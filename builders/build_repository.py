@@ -7,8 +7,16 @@ Run from the repository root::
 Steps: pick the checkpoint (``--weights``; else ``weights/default.safetensors``; else a deterministic
 untrained one, with a loud warning), copy it into ``spin_decoder/1/model.safetensors`` (the decoder reads
 only its ``head.*`` tensors), export the encoder to ``spin_encoder/1/model.onnx`` and check it against
-PyTorch in ONNX Runtime (the build fails above a relative error of 1e-4), write the charset file, and
-record what was built in ``build.json``. With ``--output`` elsewhere than ``model_repository/`` the
+PyTorch in ONNX Runtime (below), write the charset file, and record what was built in ``build.json``.
+
+The export check (:func:`spinrec.onnx_export.check_encoder`) runs 6 rendered words and 6 noise images
+through both encoders, in batches of 1, 3 and 8. It accepts the graph when (1) the head reads the same 26
+greedy tokens from the ONNX features as from PyTorch's, on every check image whose tokens PyTorch's own
+float32 noise leaves unchanged, and (2) the relative feature error ``||onnx - torch|| / ||torch||`` is at
+most ``max(--max-error, --noise-factor x noise)`` (defaults 1e-4 and 3), ``noise`` being how far
+PyTorch's features move when 1 % of the input pixels move by one float32 ulp. A converted PaddleOCR
+checkpoint is float32-sensitive by construction (PaddleOCR's fp32 TPS grid cancels large terms), so a
+fixed 1e-4 refused faithful exports of it; its tolerance now comes from its own measured noise. With ``--output`` elsewhere than ``model_repository/`` the
 configs and ``model.py`` files are copied there first. The TensorRT engine (``spin_encoder/1/model.plan``)
 is built separately, on a GPU host, by ``builders/build_engine.py``.
 
@@ -33,7 +41,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SOURCE = REPO_ROOT / "model_repository"
 DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "default.safetensors"
 UNTRAINED_SEED = 0
-MAX_RELATIVE_ERROR = 1e-4
 
 ONNX = Path("spin_encoder/1/model.onnx")
 CHECKPOINT = Path("spin_decoder/1/model.safetensors")
@@ -113,8 +120,11 @@ def _place(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def build(output: Path = SOURCE, weights: Path | None = None, max_error: float = MAX_RELATIVE_ERROR) -> dict:
-    """Build ``output`` from ``weights`` (see the module doc) and return the record written to build.json."""
+def build(output: Path = SOURCE, weights: Path | None = None, max_error: float | None = None, noise_factor: float | None = None) -> dict:
+    """Build ``output`` from ``weights`` (see the module doc) and return the record written to build.json.
+
+    ``max_error`` and ``noise_factor`` default to :data:`spinrec.onnx_export.ERROR_FLOOR` and
+    :data:`~spinrec.onnx_export.NOISE_FACTOR`."""
     from tqdm import tqdm
 
     weights = resolve_weights(weights)
@@ -130,7 +140,7 @@ def build(output: Path = SOURCE, weights: Path | None = None, max_error: float =
     from spinrec import __version__, weights as spin_weights
     from spinrec.charset import Charset
     from spinrec.cli import main as spinrec_cli
-    from spinrec.onnx_export import OPSET, export_encoder, verify_encoder
+    from spinrec.onnx_export import ERROR_FLOOR, NOISE_FACTOR, OPSET, check_encoder, export_encoder
 
     checkpoint = output / CHECKPOINT
     if weights is None:
@@ -155,17 +165,17 @@ def build(output: Path = SOURCE, weights: Path | None = None, max_error: float =
     onnx_path = output / ONNX
     tmp = onnx_path.with_name(onnx_path.name + ".tmp")
     with warnings.catch_warnings():
-        # The tracer's notes on shape checks and constants are expected; verify_encoder is the real check.
+        # The tracer's notes on shape checks and constants are expected; check_encoder is the real check.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
         export_encoder(model, tmp)
     steps.update()
 
     steps.set_postfix_str("verify ONNX")
-    error = verify_encoder(model, tmp)
-    if not error <= max_error:
+    check = check_encoder(model, tmp, ERROR_FLOOR if max_error is None else max_error, NOISE_FACTOR if noise_factor is None else noise_factor)
+    if not check.ok:
         tmp.unlink()
-        raise BuildError(f"ONNX encoder differs from PyTorch: relative error {error:.3g} > {max_error:g} (--max-error)")
+        raise BuildError(f"ONNX encoder differs from PyTorch: {check.reason} (--max-error, --noise-factor)")
     os.replace(tmp, onnx_path)
     steps.update()
 
@@ -184,7 +194,13 @@ def build(output: Path = SOURCE, weights: Path | None = None, max_error: float =
             "sha256": _sha256(checkpoint),
         },
         "spin_config": model.config.to_dict(),
-        "onnx": {"opset": OPSET, "max_relative_error_vs_torch": error},
+        "onnx": {
+            "opset": OPSET,
+            "max_relative_error_vs_torch": check.error,
+            "torch_float32_noise": check.noise,
+            "tolerance": check.tolerance,
+            "tokens_compared_on": check.compared,
+        },
         "artifacts": {str(a): (output / a).stat().st_size for a in ARTIFACTS if a != RECORD},
         "versions": {
             "spinrec": __version__,
@@ -205,8 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, help=f"safetensors checkpoint (default: {DEFAULT_WEIGHTS.relative_to(REPO_ROOT)} if present, else untrained)")
     parser.add_argument("--output", type=Path, default=SOURCE, help="model repository to build (default: %(default)s)")
     parser.add_argument(
-        "--max-error", type=float, default=MAX_RELATIVE_ERROR,
-        help="largest ONNX-vs-PyTorch relative error of the encoder features accepted (default: %(default)g)",
+        "--max-error", type=float,
+        help="ONNX-vs-PyTorch relative error of the encoder features always accepted (default: 1e-4, spinrec.onnx_export.ERROR_FLOOR)",
+    )
+    parser.add_argument(
+        "--noise-factor", type=float,
+        help="also accept up to this multiple of PyTorch's own float32 feature noise (default: 3, spinrec.onnx_export.NOISE_FACTOR)",
     )
     parser.add_argument("--if-needed", action="store_true", help="do nothing when OUTPUT is already built from the same checkpoint")
     args = parser.parse_args(argv)
@@ -217,14 +237,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"build_repository: {args.output} is up to date")
                 return 0
             print(f"build_repository: building {args.output}: {reason}", file=sys.stderr)
-        record = build(args.output, args.weights, args.max_error)
+        record = build(args.output, args.weights, args.max_error, args.noise_factor)
     except BuildError as e:
         print(f"build_repository: error: {e}", file=sys.stderr)
         return 1
     kind = "UNTRAINED (reads nothing)" if record["untrained"] else record["checkpoint"]["source"]
     print(
         f"build_repository: built {args.output} from {kind}; "
-        f"ONNX vs PyTorch relative error {record['onnx']['max_relative_error_vs_torch']:.2e}"
+        f"ONNX vs PyTorch relative error {record['onnx']['max_relative_error_vs_torch']:.2e} "
+        f"(tolerance {record['onnx']['tolerance']:.2e}; PyTorch's float32 noise {record['onnx']['torch_float32_noise']:.2e})"
     )
     return 0
 

@@ -11,7 +11,9 @@ with these differences (all applied by :func:`from_paddle` and undone by :func:`
 3. The SPN instance norm's ``scale`` is ``weight``.
 4. LSTM weights need no change (same [4H, in] layout, gate order i, f, g, o in both). Paddle saves every
    neck LSTM weight twice, flat (``rnn.weight_ih_l0``) and per cell (``rnn.0.cell_fw.weight_ih``); the
-   flat copy is read, the cell copy is the fallback.
+   flat copy is read, the cell copy is the fallback. When both are present they must be equal (Paddle
+   writes one tensor under both names): a cell copy that disagrees with its flat copy is refused by name,
+   since which of the two PaddleOCR would load is then undefined.
 """
 
 from __future__ import annotations
@@ -79,10 +81,13 @@ def load(path: str | Path, config: SPINConfig | None = None) -> SPIN:
     return model.eval()
 
 
-def _refuse(what: str, missing: list[str], unexpected: list[str], wrong: list[str]) -> None:
+def _refuse(what: str, missing: list[str], unexpected: list[str], wrong: list[str], disagreeing: list[str] = ()) -> None:
     problems = [
         f"{label} {len(names)}: {sep.join(names)}"
-        for label, names, sep in (("missing", missing, ", "), ("unexpected", unexpected, ", "), ("wrong shape", wrong, "; "))
+        for label, names, sep in (
+            ("missing", missing, ", "), ("unexpected", unexpected, ", "), ("wrong shape", wrong, "; "),
+            ("disagreeing alias", disagreeing, "; "),
+        )
         if names
     ]
     if problems:
@@ -180,6 +185,7 @@ def from_paddle(arrays: Mapping[str, np.ndarray], config: SPINConfig | None = No
     state: dict[str, torch.Tensor] = {}
     used: set[str] = set()
     missing = []
+    disagreeing = []
     for key, ref in model.state_dict().items():
         if key.endswith("num_batches_tracked"):
             state[key] = torch.zeros_like(ref)
@@ -188,6 +194,10 @@ def from_paddle(arrays: Mapping[str, np.ndarray], config: SPINConfig | None = No
         alias = _cell_alias(key)
         if name not in arrays and alias in arrays:
             name = alias
+        elif name in arrays and alias in arrays:
+            flat, cell = np.asarray(arrays[name]), np.asarray(arrays[alias])
+            if flat.shape != cell.shape or not np.array_equal(flat, cell):
+                disagreeing.append(f"{alias} != {name}")
         if name not in arrays:
             missing.append(name)
             continue
@@ -199,7 +209,7 @@ def from_paddle(arrays: Mapping[str, np.ndarray], config: SPINConfig | None = No
             value = value.T
         state[key] = torch.from_numpy(np.ascontiguousarray(value))
     aliases = {k for k in arrays if _CELL_ALIAS.match(k)}
-    _refuse("PaddleOCR checkpoint", missing, sorted(set(arrays) - used - aliases), [])
+    _refuse("PaddleOCR checkpoint", missing, sorted(set(arrays) - used - aliases), [], disagreeing)
     load_state(model, state, "PaddleOCR checkpoint (Linear weights transposed from [in, out])")
     return model.eval()
 

@@ -75,6 +75,24 @@ def test_cell_aliases_are_a_fallback():
     torch.testing.assert_close(converted.neck.encoder.encoder[1].rnn.weight_hh_l0_reverse, torch.from_numpy(alias))
 
 
+def test_refuses_an_alias_that_disagrees_with_its_flat_copy():
+    """Paddle writes each neck LSTM tensor under two names; if the two differ, the file is not what
+    PaddleOCR saved and either choice could be wrong: refused, naming both keys (values or shape)."""
+    arrays = weights.to_paddle(_randomised())
+    cell = "neck.encoder.encoder.0.rnn.0.cell_fw.bias_ih"
+    arrays[cell] = arrays[cell].copy()
+    arrays[cell][3] += 1e-3
+    with pytest.raises(
+        weights.CheckpointError,
+        match=r"disagreeing alias 1: neck\.encoder\.encoder\.0\.rnn\.0\.cell_fw\.bias_ih != neck\.encoder\.encoder\.0\.rnn\.bias_ih_l0$",
+    ):
+        weights.from_paddle(arrays, SMALL)
+    arrays = weights.to_paddle(_randomised())
+    arrays["neck.encoder.encoder.1.rnn.0.cell_bw.weight_hh"] = np.zeros((4, 4), np.float32)
+    with pytest.raises(weights.CheckpointError, match=r"disagreeing alias 1: neck\.encoder\.encoder\.1\.rnn\.0\.cell_bw\.weight_hh"):
+        weights.from_paddle(arrays, SMALL)
+
+
 def test_refuses_missing_unexpected_and_misshapen():
     arrays = weights.to_paddle(_randomised())
     del arrays["head.generator.bias"]

@@ -9,7 +9,8 @@ in a temporary folder. The stub embeds the system ``libpython3.X`` in isolated m
 interpreter's ``pyvenv.cfg``), so the launcher puts this interpreter's directory first on ``PATH``.
 
 The repository is built first (``builders/build_repository.py``) when its artifacts are missing or were
-built from other weights than the ones asked for. Unknown options pass through to ``tritonserver``
+built from other weights than the ones asked for (``--max-error`` and ``--noise-factor`` go to the
+builder). Unknown options pass through to ``tritonserver``
 (e.g. ``--log-verbose=1`` or ``-- --exit-timeout-secs=5``). The launcher stays in the foreground,
 forwards SIGINT/SIGTERM to the server and exits with its status.
 """
@@ -124,8 +125,9 @@ def choose_config(mode: str, from_wheel: bool, repository: Path, plugin: Path) -
     return None if tensorrt_ready else CPU_CONFIG
 
 
-def ensure_built(repository: Path, weights: Path | None, rebuild: bool) -> None:
-    """Run the repository builder (in a child process: torch stays out of the launcher) when needed."""
+def ensure_built(repository: Path, weights: Path | None, rebuild: bool, options: list[str] | None = None) -> None:
+    """Run the repository builder (in a child process: torch stays out of the launcher) when needed;
+    ``options`` (e.g. ``["--max-error", "2e-4"]``) go to the builder's command line."""
     sys.path.insert(0, str(REPO_ROOT))
     try:
         from builders import build_repository
@@ -142,6 +144,7 @@ def ensure_built(repository: Path, weights: Path | None, rebuild: bool) -> None:
         cmd = [sys.executable, "-m", "builders.build_repository", "--output", str(repository)]
         if weights is not None:
             cmd += ["--weights", str(weights)]
+        cmd += options or []
         if subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0:
             raise LaunchError(f"building {repository} failed (see above)")
         return  # the builder has printed its own warnings
@@ -179,6 +182,15 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def builder_options(args: argparse.Namespace) -> list[str]:
+    """The builder's command-line options among the launcher's arguments."""
+    out = []
+    for name in ("max_error", "noise_factor"):
+        if getattr(args, name) is not None:
+            out += [f"--{name.replace('_', '-')}", repr(getattr(args, name))]
+    return out
+
+
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="python -m spinrec.serving.launch",
@@ -202,6 +214,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--weights", type=Path, help="build the repository from this safetensors checkpoint")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the repository even if it looks current")
     parser.add_argument("--no-build", action="store_true", help="serve the repository as it is")
+    for option, help_text in (
+        ("--max-error", "builder: ONNX-vs-PyTorch feature error always accepted (python -m builders.build_repository --help)"),
+        ("--noise-factor", "builder: multiple of PyTorch's own float32 feature noise also accepted"),
+    ):
+        parser.add_argument(option, type=float, help=help_text)
     args, extra = parser.parse_known_args(argv)
     if "--" in extra:  # argparse keeps the separator; tritonserver must not see it
         extra.remove("--")
@@ -214,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         binary, wheel = find_server()
         if not args.no_build:
-            ensure_built(args.model_repository, args.weights, args.rebuild)
+            ensure_built(args.model_repository, args.weights, args.rebuild, builder_options(args))
         config = choose_config(args.config, wheel is not None, args.model_repository, args.plugin)
         with tempfile.TemporaryDirectory(prefix="spinrec-triton-backends-") as tmp:
             backend_dir = layout_backends(wheel, Path(tmp)) if wheel is not None else None

@@ -1,8 +1,8 @@
 """Independent references for the SPIN port, run by Paddle itself.
 
 - :mod:`.spin_paddle`: the SPIN recognizer written in Paddle dygraph with PaddleOCR's module structure and
-  parameter names, from ``shared/reference/spin-model.md`` (not copied from PaddleOCR, and not sharing
-  any code with ``spinrec``).
+  parameter names, re-derived from PaddleOCR's source read function by function (each class names the
+  upstream file, function and commit it mirrors; not copied, and sharing no code with ``spinrec``).
 - :mod:`.ppocr_wheel`: imports PaddleOCR's own pre/post-processing (``SPINLabelDecode``,
   ``SPINLabelEncode``, ``SPINRecResizeImg``, ``resize_norm_img_spin``, ``spin_dict.txt``) from the
   installed ``paddleocr==2.7.3`` wheel at test time, without its heavy optional dependencies.
