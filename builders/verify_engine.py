@@ -85,7 +85,7 @@ def compare(
     """Feature error per set; on image sets with ``decode``, the texts both read and every disagreement."""
     report: dict[str, Any] = {"tolerance": tolerance, "sets": {}, "max_abs_error": 0.0}
     same_total = total = 0
-    todo = [(name, None, batch) for name, batch in random_sets.items()]
+    todo: list[tuple[str, list[str] | None, np.ndarray]] = [(name, None, batch) for name, batch in random_sets.items()]
     todo += [(name, names, batch) for name, (names, batch) in image_sets.items()]
     for name, names, batch in tqdm(todo, desc="verify", file=sys.stderr):
         got, want = run_in_chunks(engine, batch, profile), run_in_chunks(reference, batch, profile)
