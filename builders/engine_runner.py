@@ -55,7 +55,10 @@ class EngineRunner:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
-        self.stream = check(self.cudart, self.cudart.cudaStreamCreate(), "cudaStreamCreate")
+        try:
+            self.stream = check(self.cudart, self.cudart.cudaStreamCreate(), "cudaStreamCreate")
+        except RuntimeError as e:  # cuda-python's way of saying the driver (libcuda) is missing
+            raise BuildError(f"no usable CUDA driver: {e}") from e
 
     def close(self) -> None:
         if self.stream is not None:

@@ -35,7 +35,7 @@ from test_plugin_kernel import SPIN as SPIN_EXPONENTS
 from test_plugin_kernel import TOL, random_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILDERS = [ROOT / "builders" / f"{name}.py" for name in ("tensorrt_env", "build_engine", "engine_runner", "verify_engine", "gpu_start")]
+BUILDERS = [ROOT / "builders" / f"{name}.py" for name in ("tensorrt_env", "build_plugin", "build_engine", "engine_runner", "verify_engine", "gpu_start", "gpu_report")]
 SMALL = SPINConfig(backbone_out_channels=64, neck_hidden_size=32, neck_out_channels=(32, 64), head_hidden_size=32)
 
 has_tensorrt = tensorrt_env.trt is not None

@@ -96,3 +96,33 @@ def test_chosen_graph_exports_and_passes_the_builder_checks(offsets, tmp_path):
     proto = onnx_export.export_encoder(model, plan.engine.onnx, blend=plan.blend)
     assert onnx_export.has_plugin_nodes(proto) == offsets
     build_engine.check_dynamic_batch(plan.engine.onnx)
+
+
+def test_gpu_check_report_states_every_engine_and_set(tmp_path):
+    """scripts/gpu_check.sh's report from plan records as build_engine and verify_engine write them; the
+    verification part is a real comparison (the same ONNX Runtime run on both sides, one text changed)."""
+    import numpy as np
+
+    from builders import gpu_report, verify_engine
+
+    profile = build_engine.Profile(1, 2, 4)
+    batch = np.random.default_rng(0).uniform(-1, 1, (3, 4)).astype(np.float32)
+    texts = iter([["a", "b", "c"], ["a", "b", "x"]])
+    verify = verify_engine.compare(lambda x: x, lambda x: x, {}, {"crops": (["1.png", "2.png", "3.png"], batch)}, profile,
+                                   1e-3, lambda f: next(texts))  # fmt: skip
+    assert not verify["passed"] and verify["texts_identical"] == "2/3"
+    key = {"gpu": "NVIDIA H200", "compute_capability": "9.0", "tensorrt_version": "10.5.0", "precision": "fp16"}
+    plans = {}
+    for name, meta in {"fp16": {"build": key, "network": "weakly typed", "plugin": None, "plan_bytes": 3 << 20, "verify": verify}}.items():
+        plans[name] = tmp_path / f"{name}.plan"
+        build_engine.write_metadata(plans[name], meta)
+    out = tmp_path / "report.md"
+    perf = tmp_path / "summary.md"
+    perf.write_text("# perf run\n| concurrency | infer/s |\n|---|---|\n| 1 | 900 |\n")
+    code = gpu_report.main(["--engine", f"fp16={plans['fp16']}", "--perf-summary", str(perf), "--note", "note one", "--out", str(out)])
+    text = out.read_text()
+    assert code == 1  # a text differs: the check fails
+    assert "GPU NVIDIA H200 (compute capability 9.0), TensorRT 10.5.0" in text and "note one" in text
+    assert "| fp16 | decomposed | weakly typed | 3.0 | 0.00e+00 | 0.001 | 2/3 | **NO** |" in text
+    assert "- fp16, crops/3.png: engine `c`, ONNX Runtime `x`" in text
+    assert "## perf run" in text and "| 1 | 900 |" in text
