@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import sys
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from tqdm import tqdm
 
+from builders.build_repository import _sha256 as sha256_of  # one file hasher for the builders
 from builders.tensorrt_env import BuildError, GpuInfo, load_plugin, query_gpu, require_tensorrt, tensorrt_version, trt
 
 PRECISIONS = ("fp32", "tf32", "fp16")
@@ -92,14 +92,6 @@ def precision_plan(precision: str, fp16_transform: bool, has_fp16_flag: bool) ->
         pin_transform_fp32=fp16 and has_fp16_flag and not fp16_transform,
         autocast_fp16=fp16 and not has_fp16_flag,
     )
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_key(opts: BuildOptions, gpu: GpuInfo, trt_version: str) -> dict[str, Any]:
@@ -227,7 +219,8 @@ def autocast_fp16(opts: BuildOptions) -> Path:
         low_precision_type="fp16",
         nodes_to_exclude=excluded,
         keep_io_types=True,
-        trt_plugins=[str(opts.plugin)] if opts.plugin else [],
+        # The SpinBlend node's shape and type come from the plugin (only plugin graphs pass one).
+        **({"trt_plugins": [str(opts.plugin)]} if opts.plugin else {}),
     )
     path = opts.output.with_name(opts.output.stem + ".fp16.onnx")
     onnx.save(converted, str(path))

@@ -297,7 +297,6 @@ def test_verify_logic_with_onnx_runtime_on_both_sides(small_graphs, tmp_path):
     (SpinBlend through the kernel's host reference) against the decomposed graph passes; a run that perturbs
     the features beyond the tolerance fails and names the crops whose texts changed."""
     from spinrec.ort_spin_blend import session
-    from test_plugin_kernel import random_inputs as _  # noqa: F401  (keeps the kernel library importable)
 
     plugin_ort, decomposed_ort = session(small_graphs / "plugin.onnx"), session(small_graphs / "decomposed.onnx")
     calls = []
