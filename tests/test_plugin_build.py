@@ -124,6 +124,7 @@ def _dependencies(library: Path) -> dict[str, Path]:
     return found
 
 
+@pytest.mark.tensorrt_headers
 def test_plugin_compiles_against_published_tensorrt_headers_with_warnings_as_errors(compiled_plugin):
     assert compiled_plugin.is_file()
     cache = (compiled_plugin.parent / "CMakeCache.txt").read_text()
@@ -133,6 +134,7 @@ def test_plugin_compiles_against_published_tensorrt_headers_with_warnings_as_err
     assert "-Werror" in flags and "-Wextra" in flags
 
 
+@pytest.mark.tensorrt_headers
 def test_plugin_needs_only_get_plugin_registry_from_tensorrt(compiled_plugin):
     """Every undefined symbol but one is provided by the libraries the plugin links (CUDA runtime, C++ runtime,
     libc); the one left for the host process is TensorRT's getPluginRegistry (REGISTER_TENSORRT_PLUGIN's call),
@@ -147,6 +149,7 @@ def test_plugin_needs_only_get_plugin_registry_from_tensorrt(compiled_plugin):
     assert "nvinfer1::" not in demangled
 
 
+@pytest.mark.tensorrt_headers
 def test_plugin_links_one_cuda_runtime_the_shared_one(compiled_plugin):
     needed = _dependencies(compiled_plugin)
     assert any(name.startswith("libcudart.so") for name in needed), sorted(needed)
@@ -157,6 +160,7 @@ def test_plugin_links_one_cuda_runtime_the_shared_one(compiled_plugin):
     assert "cudart_static" not in link
 
 
+@pytest.mark.tensorrt_headers
 def test_tensorrt_root_finds_debian_multiarch_layout(tmp_path):
     """NVIDIA's containers and .deb packages put TensorRT in include/<arch>/ and lib/<arch>/ under /usr: both the
     Python lookup and CMake's find it there from TENSORRT_ROOT. The library here is an empty stand-in file (no
