@@ -31,6 +31,10 @@ if $dev && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && [ ! -f /usr/sh
         fonts-stix fonts-femkeklaver fonts-fantasque-sans fonts-isabella fonts-kristi fonts-tomsontalks >/dev/null \
         || echo "setup: font/word-list install failed; the synthetic data tests will fail"
 fi
+if $dev && ! command -v shellcheck >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    # The shell scripts' static check (tests/test_gpu_start.py: scripts/gpu_check.sh cannot run without a GPU).
+    (apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null) || echo "setup: shellcheck install failed"
+fi
 if ! $dev; then
     .venv/bin/python -m pip install -q -e ".[serve]"
 else

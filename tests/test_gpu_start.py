@@ -7,6 +7,8 @@ chosen graph is really exported and passes the engine builder's checks that run 
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,13 @@ def test_gpu_check_report_states_every_engine_and_set(tmp_path):
     assert "| fp16 | decomposed | weakly typed | 3.0 | 0.00e+00 | 0.001 | 2/3 | **NO** |" in text
     assert "- fp16, crops/3.png: engine `c`, ONNX Runtime `x`" in text
     assert "## perf run" in text and "| 1 | 900 |" in text
+
+
+def test_shell_scripts_pass_shellcheck():
+    """scripts/gpu_check.sh runs only on a GPU host with Docker: here it is at least checked statically, with the
+    image's entrypoint and the other scripts."""
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed (scripts/setup.sh --dev installs it as root)")
+    scripts = [*sorted((ROOT / "scripts").glob("*.sh")), ROOT / "docker" / "entrypoint.sh", ROOT / ".ci" / "run"]
+    done = subprocess.run(["shellcheck", "--shell=bash", *map(str, scripts)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
