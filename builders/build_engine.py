@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -261,7 +262,9 @@ def build_engine(opts: BuildOptions) -> dict[str, Any]:
 
     graph = autocast_fp16(opts) if plan_of.autocast_fp16 else opts.onnx
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan_of.strongly_typed else 0
+    # TensorRT 10 opts in with STRONGLY_TYPED; 11 is strongly typed whatever the flags (and may drop the flag).
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    flags = 1 << int(strongly_typed) if plan_of.strongly_typed and strongly_typed is not None else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(graph)):
@@ -296,11 +299,15 @@ def build_engine(opts: BuildOptions) -> dict[str, Any]:
     monitor = progress_monitor()  # referenced until the build returns, as TensorRT requires
     config.progress_monitor = monitor
 
+    # An interrupted build must not leave a record that vouches for a plan it did not write.
+    metadata_path(opts.output).unlink(missing_ok=True)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise BuildError("TensorRT failed to build the engine (see the log above)")
     opts.output.parent.mkdir(parents=True, exist_ok=True)
-    opts.output.write_bytes(bytes(plan))
+    tmp = opts.output.with_name(opts.output.name + ".tmp")
+    tmp.write_bytes(bytes(plan))
+    os.replace(tmp, opts.output)
     if opts.timing_cache:
         opts.timing_cache.parent.mkdir(parents=True, exist_ok=True)
         opts.timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
