@@ -26,8 +26,10 @@ from builders.build_engine import Profile, read_metadata, write_metadata
 from builders.tensorrt_env import BuildError
 from spinrec.onnx_export import INPUT_NAME, OUTPUT_NAME
 
-# Largest absolute feature error accepted: float32 engines differ from ONNX Runtime by reordering only; tf32 and
-# fp16 by their rounding (the features are LSTM outputs in (-1, 1)).
+# Largest absolute feature error accepted (the shipped default's features reach |2.4|): float32 engines differ
+# from ONNX Runtime by summation order only; tf32 and fp16 by their rounding. For fp16: the shipped default with
+# backbone and neck in float16 end to end (PyTorch on CPU, transform in float32 as in the engine) moved the
+# features by at most 1.5e-3 (40 real crops) and 1.9e-3 (300 held-out words) and changed no text.
 TOLERANCE = {"fp32": 1e-3, "tf32": 2e-2, "fp16": 5e-2}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
