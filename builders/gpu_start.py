@@ -183,7 +183,7 @@ def prepare(settings: StartSettings) -> StartPlan:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m builders.gpu_start", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m builders.gpu_start", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--no-serve", action="store_true", help="build only; print the tritonserver command instead of running it")
     args, extra = p.parse_known_args(argv)
     try:

@@ -374,15 +374,19 @@ def test_encoder_engine_builds_and_verifies(plugin_library, small_graphs, tmp_pa
     plan, cache = tmp_path / "1" / "model.plan", tmp_path / "tc.bin"
     args = ["--onnx", str(small_graphs / f"{blend}.onnx"), "--output", str(plan), "--precision", precision,
             "--min-batch", "2", "--opt-batch", "4", "--max-batch", "8", "--timing-cache", str(cache),
-            "--verify", "--images", str(crops), "--checkpoint", str(small_graphs / "w.safetensors")]  # fmt: skip
+            "--verify", "--images", str(crops)]  # fmt: skip
     if blend == "plugin":
         args += ["--plugin", str(plugin_library)]
+    if precision == "fp32":
+        # Texts only in FP32: this untrained model's readings are near-ties that half rounding may tip (the
+        # shipped default's FP16 texts are checked by scripts/gpu_check.sh).
+        args += ["--checkpoint", str(small_graphs / "w.safetensors")]
     assert build_engine.main(args) == 0
     meta = json.loads(build_engine.metadata_path(plan).read_text())
     assert meta["build"]["precision"] == precision and meta["profile_shapes"]["image"][2] == [8, 1, 32, 100]
     assert meta["build"]["tensorrt_version"] and meta["build"]["gpu"] and cache.stat().st_size > 0
     report = meta["verify"]
     assert report["passed"] and report["max_abs_error"] <= verify_engine.TOLERANCE[precision]
-    assert report["texts_identical"] == f"{len(WORDS)}/{len(WORDS)}"
+    assert report["texts_identical"] == (f"{len(WORDS)}/{len(WORDS)}" if precision == "fp32" else None)
     assert build_engine.main([*args, "--if-needed"]) == 0  # current: verified again, not rebuilt
     assert verify_engine.main(["--plan", str(plan), "--images", str(crops)]) == 0
