@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 
@@ -87,19 +88,6 @@ def test_shipped_default_checkpoint_gets_a_graph_its_builder_accepts(tmp_path):
             onnx_export.export_encoder(weights.load(default), tmp_path / "plugin.onnx", blend="plugin")
 
 
-@pytest.mark.parametrize("offsets", [True, False])
-def test_chosen_graph_exports_and_passes_the_builder_checks(offsets, tmp_path):
-    """Both kinds of checkpoint: the graph plan_start picks exports from the checkpoint and has the dynamic batch
-    and fixed item shape the engine builder requires before TensorRT sees it."""
-    torch.manual_seed(0)
-    model = SPIN(SPINConfig(offsets=offsets, **SMALL)).eval()
-    plan = gpu_start.plan_start(gpu_start.settings_from_env({**ENV, "SPIN_MODELS": str(tmp_path)}), offsets, "aa", None, 64)
-    plan.engine.onnx.parent.mkdir(parents=True)
-    proto = onnx_export.export_encoder(model, plan.engine.onnx, blend=plan.blend)
-    assert onnx_export.has_plugin_nodes(proto) == offsets
-    build_engine.check_dynamic_batch(plan.engine.onnx)
-
-
 def test_gpu_check_report_states_every_engine_and_set(tmp_path):
     """scripts/gpu_check.sh's report from plan records as build_engine and verify_engine write them; the
     verification part is a real comparison (the same ONNX Runtime run on both sides, one text changed)."""
@@ -128,6 +116,28 @@ def test_gpu_check_report_states_every_engine_and_set(tmp_path):
     assert "| fp16 | decomposed | weakly typed | 3.0 | 0.00e+00 | 0.001 | 2/3 | **NO** |" in text
     assert "- fp16, crops/3.png: engine `c`, ONNX Runtime `x`" in text
     assert "## perf run" in text and "| 1 | 900 |" in text
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU is here: the start would go on to build the engine")
+@pytest.mark.parametrize("offsets", [True, False])
+def test_start_prepares_everything_up_to_the_gpu(offsets, tmp_path, capsys):
+    """The start's glue, run for real with a small checkpoint of each kind: repository built, plugin graph exported
+    (and recorded) only with offsets, then it stops where the GPU is needed, saying so. The graph it chose has
+    the dynamic batch and fixed item shape the engine builder requires before TensorRT sees it."""
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "w.safetensors"
+    weights.save(SPIN(SPINConfig(offsets=offsets, **SMALL)).eval(), checkpoint)
+    models = tmp_path / "models"
+    env = {**ENV, "SPIN_MODELS": str(models), "SPIN_WEIGHTS": str(checkpoint)}
+    with pytest.raises(BuildError, match="nvidia-smi not found"):
+        gpu_start.prepare(gpu_start.settings_from_env(env))
+    assert (models / "spin_encoder" / "1" / "model.onnx").is_file()
+    assert (models / gpu_start.PLUGIN_GRAPH).is_file() == offsets
+    assert (models / gpu_start.PLUGIN_GRAPH.with_suffix(".json")).is_file() == offsets
+    assert f"checkpoint offsets={offsets}: {'plugin' if offsets else 'decomposed'} graph, fp16 engine" in capsys.readouterr().err
+    chosen = models / (gpu_start.PLUGIN_GRAPH if offsets else gpu_start.DECOMPOSED_GRAPH)
+    assert onnx_export.has_plugin_nodes(onnx.load(str(chosen))) == offsets
+    build_engine.check_dynamic_batch(chosen)
 
 
 def test_shell_scripts_pass_shellcheck():
