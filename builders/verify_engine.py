@@ -92,6 +92,7 @@ def compare(
     for name, names, batch in tqdm(todo, desc="verify", file=sys.stderr):
         got, want = run_in_chunks(engine, batch, profile), run_in_chunks(reference, batch, profile)
         err = float(np.max(np.abs(got.astype(np.float32) - want)))
+        err = err if np.isfinite(err) else float("inf")  # NaN would slip through max() and <=
         entry: dict[str, Any] = {"images": len(batch), "max_abs_error": err}
         report["max_abs_error"] = max(report["max_abs_error"], err)
         if names is not None and decode is not None:

@@ -333,6 +333,14 @@ def test_verify_logic_with_onnx_runtime_on_both_sides(small_graphs, tmp_path):
     assert not report["passed"] and report["max_abs_error"] > 1e-4
     assert report["sets"]["crops"]["texts_identical"] in ("4/5", "5/5")
 
+    def broken(x):
+        out = reference(x)
+        out[-1, 0, 0] = np.nan
+        return out
+
+    report = verify_engine.compare(broken, reference, random_sets, {}, profile, 1e-4)
+    assert not report["passed"] and report["max_abs_error"] == float("inf")
+
 
 # --- TensorRT + GPU ------------------------------------------------------------------------------------------
 
