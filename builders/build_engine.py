@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build the SPIN encoder's TensorRT engine from its ONNX graph.
 
     python -m builders.build_engine --onnx spin_encoder/1/model_plugin.onnx \\
