@@ -17,6 +17,10 @@ if ! ldconfig -p | grep -q libb64.so.0d || ! ldconfig -p | grep -q libpython3.11
 fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
+if $dev && ! command -v shellcheck >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    # The shell scripts' static check (tests/test_gpu_start.py: scripts/gpu_check.sh cannot run without a GPU).
+    (apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null) || echo "setup: shellcheck install failed"
+fi
 if $dev && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && [ ! -f /usr/share/dict/words ]; then
     # The synthetic word generator's word list and fonts (spinrec/synth.py holds 20 % of the font families
     # out of training by a hash of their names, so the split is the same on every machine with these).

@@ -236,3 +236,17 @@ def pytest_runtest_makereport(item, call):
             server = getattr(item, "funcargs", {}).get(name)
             if isinstance(server, TritonServer):
                 report.sections.append((f"{name} log (tail)", server.log_tail()))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name the outcome of every check against NVIDIA's published TensorRT headers, passed ones included, so
+    that CI's log (pytest -q) shows them."""
+    seen = {}
+    for outcome in ("failed", "error", "skipped", "passed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if "tensorrt_headers" in getattr(report, "keywords", {}) and report.nodeid not in seen:
+                seen[report.nodeid] = outcome.upper()
+    if seen:
+        terminalreporter.section("checks against NVIDIA's TensorRT headers")
+        for nodeid, outcome in seen.items():
+            terminalreporter.line(f"{outcome} {nodeid}")

@@ -1,0 +1,126 @@
+"""Build ``libspin_plugin.so`` (builders/plugins/spinBlendPlugin) with CMake.
+
+    python -m builders.build_plugin --build-dir build/spin_plugin [--tensorrt-root DIR] [--compile-only] [--werror]
+
+TensorRT is looked up under ``--tensorrt-root`` (else ``$TENSORRT_ROOT``) in a tarball's layout (``include/``,
+``lib/``) and Debian's multiarch layout (``include/<arch>/``, ``lib/<arch>/``: NVIDIA's containers and .deb
+packages), then in the system paths. ``--compile-only`` needs only the headers: the library is compiled and
+linked without libnvinfer (its one TensorRT symbol, ``getPluginRegistry``, resolves when a process that has
+TensorRT loads it), which is how CI checks the plugin against NVIDIA's headers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from builders.tensorrt_env import BuildError
+
+PLUGIN_SOURCE_DIR = Path(__file__).resolve().parent / "plugins" / "spinBlendPlugin"
+LIBRARY = "libspin_plugin.so"
+_ARCH_DIRS = (f"{platform.machine()}-linux-gnu", "x86_64-linux-gnu", "aarch64-linux-gnu")
+
+
+def _roots(root: str | Path | None) -> list[Path]:
+    root = root or os.environ.get("TENSORRT_ROOT")
+    return [Path(root)] if root else [Path("/usr"), Path("/usr/local")]
+
+
+def _candidates(root: Path, top: str) -> list[Path]:
+    """``root/top`` then ``root/top/<arch>`` for each multiarch triplet, without repeats."""
+    folders = [root / top] + [root / top / arch for arch in _ARCH_DIRS]
+    return list(dict.fromkeys(folders))
+
+
+def find_tensorrt_headers(root: str | Path | None = None) -> Path | None:
+    """The folder holding NvInfer.h under ``root`` (or ``$TENSORRT_ROOT``), else under /usr and /usr/local."""
+    folders = [f for r in _roots(root) for f in _candidates(r, "include")]
+    return next((f for f in folders if (f / "NvInfer.h").is_file()), None)
+
+
+def find_nvinfer(root: str | Path | None = None) -> Path | None:
+    """libnvinfer.so (or its runtime name libnvinfer.so.N) in the same places as the headers."""
+    folders = [f for r in _roots(root) for top in ("lib", "lib64") for f in _candidates(r, top)]
+    for folder in folders:
+        found = sorted(folder.glob("libnvinfer.so*")) if folder.is_dir() else []
+        if found:
+            return found[0]
+    return None
+
+
+def configure_command(
+    build_dir: Path,
+    tensorrt_root: str | Path | None = None,
+    compile_only: bool = False,
+    warnings_as_errors: bool = False,
+    cuda_archs: str | None = None,
+) -> list[str]:
+    headers = find_tensorrt_headers(tensorrt_root)
+    if headers is None:
+        raise BuildError("TensorRT headers (NvInfer.h) not found: pass --tensorrt-root or set TENSORRT_ROOT")
+    root = tensorrt_root or os.environ.get("TENSORRT_ROOT")
+    cmd = ["cmake", "-S", str(PLUGIN_SOURCE_DIR), "-B", str(build_dir), f"-DSPIN_PLUGIN_COMPILE_ONLY={'ON' if compile_only else 'OFF'}"]
+    if root:
+        cmd.append(f"-DTENSORRT_ROOT={root}")
+    if warnings_as_errors:
+        cmd.append("-DCMAKE_COMPILE_WARNING_AS_ERROR=ON")
+    if cuda_archs:
+        cmd.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_archs}")
+    from spinrec.ort_spin_blend import nvcc_path
+
+    nvcc = nvcc_path()
+    if nvcc is not None:
+        cmd.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
+    return cmd
+
+
+def build_plugin(
+    build_dir: Path,
+    tensorrt_root: str | Path | None = None,
+    compile_only: bool = False,
+    warnings_as_errors: bool = False,
+    cuda_archs: str | None = None,
+    jobs: int = 2,
+) -> Path:
+    """Configure and build the ``spin_plugin`` target; returns the library."""
+    if shutil.which("cmake") is None:
+        raise BuildError("cmake not found")
+    steps = [
+        configure_command(build_dir, tensorrt_root, compile_only, warnings_as_errors, cuda_archs),
+        ["cmake", "--build", str(build_dir), "--target", "spin_plugin", "-j", str(jobs)],
+    ]
+    for cmd in tqdm(steps, desc="plugin", file=sys.stderr):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BuildError(f"{' '.join(cmd)} failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
+    return build_dir / LIBRARY
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m builders.build_plugin", description=__doc__.split("\n\n")[0])
+    p.add_argument("--build-dir", type=Path, required=True)
+    p.add_argument("--tensorrt-root", default=None, help="TensorRT installation (default: $TENSORRT_ROOT, else the system paths)")
+    p.add_argument("--compile-only", action="store_true", help="headers only, libnvinfer not linked")
+    p.add_argument("--werror", action="store_true", help="warnings fail the build")
+    p.add_argument("--cuda-archs", default=None, help="CMAKE_CUDA_ARCHITECTURES (default: every GPU generation, see CMakeLists.txt)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    args = p.parse_args(argv)
+    try:
+        library = build_plugin(args.build_dir, args.tensorrt_root, args.compile_only, args.werror, args.cuda_archs, args.jobs)
+    except BuildError as e:
+        print(f"build_plugin: error: {e}", file=sys.stderr)
+        return 2
+    print(library)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
