@@ -386,6 +386,15 @@ def _disk(radius: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
+def motion_kernel(k: int, degrees: float) -> np.ndarray:
+    """``k x k`` line of unit sum through the centre at ``degrees``: the blur of a camera moving that way."""
+    kernel = np.zeros((k, k), np.float32)
+    kernel[k // 2] = 1.0 / k
+    rot = cv2.getRotationMatrix2D(((k - 1) / 2, (k - 1) / 2), degrees, 1.0)
+    kernel = cv2.warpAffine(kernel, rot, (k, k))
+    return kernel / max(kernel.sum(), 1e-6)
+
+
 def camera(image: np.ndarray, rng: np.random.Generator, mix: SceneMix, size: int) -> np.ndarray:
     """Optics and sensor on a BGR uint8 crop: defocus, motion or gaussian blur, low resolution then
     upsampling (or not), noise, JPEG."""
@@ -393,12 +402,7 @@ def camera(image: np.ndarray, rng: np.random.Generator, mix: SceneMix, size: int
     if rng.random() < mix.defocus:
         image = cv2.filter2D(image, -1, _disk(rng.uniform(1, max(1.5, size / 12))))
     if rng.random() < mix.motion:
-        k = int(rng.integers(3, max(4, size // 5) + 1))
-        kernel = np.zeros((k, k), np.float32)
-        kernel[k // 2] = 1.0
-        rot = cv2.getRotationMatrix2D(((k - 1) / 2, (k - 1) / 2), rng.uniform(0, 180), 1.0)
-        kernel = cv2.warpAffine(kernel, rot, (k, k))
-        image = cv2.filter2D(image, -1, kernel / max(kernel.sum(), 1e-6))
+        image = cv2.filter2D(image, -1, motion_kernel(int(rng.integers(3, max(4, size // 5) + 1)), rng.uniform(0, 180)))
     if rng.random() < mix.gaussian:
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 1.2) * size / 32)
     if rng.random() < mix.low_res:
