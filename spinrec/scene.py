@@ -204,7 +204,11 @@ def background(h: int, w: int, bg: np.ndarray, fg: np.ndarray, rng: np.random.Ge
     """The crop's background around ``bg``, ``float32 [h, w, 3]``; textures stay weaker than the contrast
     to the text color ``fg`` so the word remains the strongest structure."""
     contrast = abs(luminance(bg) - luminance(fg))
-    image = surface(bg, h, w, rng, rng.uniform(0.15, 0.45) * max(contrast, 30), rng.random() < mix.texture)
+    textured = rng.random() < mix.texture
+    image = surface(bg, h, w, rng, rng.uniform(0.15, 0.45) * max(contrast, 30), textured)
+    if textured and rng.random() < 0.3:  # blotches of a second color (foliage, sky, stains, camouflage)
+        t = np.clip(noise_field(h, w, rng) * rng.uniform(1.5, 4) + rng.uniform(-0.5, 0.5), 0, 1)
+        image += t[:, :, None] * (_contrasting(fg, rng, 0.6 * contrast) - bg)
     if rng.random() < mix.clutter:
         _clutter(image, rng, size, fg, contrast)
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 1.5)) if rng.random() < 0.5 else image

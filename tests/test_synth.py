@@ -298,3 +298,14 @@ def test_script_families_are_kept_apart_and_split_like_the_others():
     assert not {f.family for f in scripts} & {f.family for f in discover_fonts(split="all")}
     train = {f.family for f in discover_fonts(split="train", scripts=True)}
     assert all(not family_is_heldout(f, 0.2) for f in train)
+
+
+def test_synth_data_tools_write_the_sheet_and_the_speed_record(tmp_path):
+    from perf import synth_data
+
+    assert synth_data.main(["sheet", "--count", "3", "--columns", "2", "--out", str(tmp_path / "sheet.png")]) == 0
+    sheet = cv2.imread(str(tmp_path / "sheet.png"))
+    assert sheet is not None and sheet.shape[1] > 2 * sheet.shape[0]  # two panels of 2 columns, 2 rows each
+    assert synth_data.main(["speed", "--rounds", "1", "--chunk", "2", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "speed.json").read_text())
+    assert set(record["images_per_s_median"]) == {"plain", "scene"} and record["scene_over_plain"] > 0
