@@ -309,3 +309,15 @@ def test_synth_data_tools_write_the_sheet_and_the_speed_record(tmp_path):
     assert synth_data.main(["speed", "--rounds", "1", "--chunk", "2", "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "speed.json").read_text())
     assert set(record["images_per_s_median"]) == {"plain", "scene"} and record["scene_over_plain"] > 0
+
+
+def test_natural_backgrounds_are_photo_crops_weaker_than_the_text_contrast():
+    assert len(scene.photos()) == len(list(scene.PHOTO_DIR.glob("*.jpg"))) >= 5
+    assert (scene.PHOTO_DIR / "SOURCES.md").exists()
+    bg, fg = np.float32([120, 120, 120]), np.float32([250, 250, 250])
+    for seed in range(5):
+        image = scene.background(40, 160, bg, fg, np.random.default_rng(seed), _only(natural=1.0), 30, lambda rng, h: np.zeros((h, h), np.uint8))
+        assert image.shape == (40, 160, 3) and image.dtype == np.float32
+        detail = image - bg
+        assert detail.std() > 2, "a photo crop should add structure"
+        assert np.percentile(np.abs(detail), 95) < 0.6 * (250 - 120), "the photo must stay weaker than the text's contrast"
