@@ -386,7 +386,7 @@ def crop(layers: np.ndarray, rng: np.random.Generator, mix: SceneMix, size: int)
     tight = rng.random(4) < mix.tight_crop
     pads[tight] = -rng.uniform(0, 0.06, int(tight.sum())) * size
     y0, y1, x0, x1 = int(y0 - pads[0]), int(y1 + pads[1]), int(x0 - pads[2]), int(x1 + pads[3])
-    if rng.random() < mix.square_crop and x1 - x0 <= 3 * (y1 - y0):
+    if rng.random() < mix.square_crop and x1 - x0 <= 2 * (y1 - y0):
         side = max(y1 - y0, x1 - x0)
         cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
         y0, y1, x0, x1 = cy - side // 2, cy - side // 2 + side, cx - side // 2, cx - side // 2 + side
