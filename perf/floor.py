@@ -39,14 +39,16 @@ _STAGES = {
     "spin_preprocess": (
         "IMAGE",
         'pb_utils.Tensor("image", np.zeros((rows, 1, 32, 100), np.float32)), '
-        'pb_utils.Tensor("ERROR", np.full((rows, 1), b"", dtype=object)), '
-        'pb_utils.Tensor("FLAG", np.full((rows, 1), b"", dtype=object))',
+        'pb_utils.Tensor("error", np.full((rows, 1), b"", dtype=object)), '
+        'pb_utils.Tensor("flag", np.full((rows, 1), b"", dtype=object))',
     ),
     "spin_encoder": ("image", 'pb_utils.Tensor("features", np.zeros((rows, 26, 512), np.float32))'),
     "spin_decoder": (
         "features",
         'pb_utils.Tensor("TEXT", np.full((rows, 1), b"", dtype=object)), '
-        'pb_utils.Tensor("CONFIDENCE", np.zeros((rows, 1), np.float32))',
+        'pb_utils.Tensor("CONFIDENCE", np.zeros((rows, 1), np.float32)), '
+        'pb_utils.Tensor("ERROR", np.full((rows, 1), b"", dtype=object)), '
+        'pb_utils.Tensor("FLAG", np.full((rows, 1), b"", dtype=object))',
     ),
 }
 

@@ -137,6 +137,16 @@ def test_mixed_batch_returns_every_outcome_in_one_response(triton_server, protoc
         assert texts[i] == "" and confidences[i] == 0 and not char_probs[i].any()
 
 
+@pytest.mark.parametrize("output", ["ERROR", "FLAG", "TEXT"])
+def test_any_one_output_can_be_asked_for_alone(triton_server, output, bad_images, word_images, expected):
+    api = _api("http")
+    request = _request(api, np.array([[word_images[0]], [bad_images["empty"]]], dtype=object), "BYTES")
+    with triton_server.client() as client:
+        values = client.infer("spin_ocr", [request], outputs=[api.InferRequestedOutput(output)]).as_numpy(output).reshape(-1)
+    want = {"ERROR": [b"", b"empty image: 0 bytes"], "FLAG": [b"", b""], "TEXT": [expected[0].text.encode(), b""]}
+    assert values.tolist() == want[output]
+
+
 def _request(api, data: np.ndarray, dtype: str, name: str = "IMAGE"):
     request = api.InferInput(name, list(data.shape), dtype)
     request.set_data_from_numpy(data)

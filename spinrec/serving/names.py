@@ -14,6 +14,9 @@ CONFIDENCE = "CONFIDENCE"
 CHAR_PROBS = "CHAR_PROBS"
 ERROR = "ERROR"
 FLAG = "FLAG"
+#: The same per-image messages between the steps (preprocessor -> decoder, which returns them as ERROR, FLAG).
+STEP_ERROR = "error"
+STEP_FLAG = "flag"
 
 #: Custom metrics the preprocessor exports on Triton's metrics port (counters, labelled ``model`` and
 #: ``reason`` (one of spinrec.preprocess.REJECTIONS) / ``flag`` (one of spinrec.preprocess.FLAGS)).

@@ -18,7 +18,7 @@ import triton_python_backend_utils as pb_utils
 from spinrec.decoding import Reading
 
 from spinrec.preprocess import FLAGS, REJECTIONS, preprocess_outcomes
-from spinrec.serving.names import CHAR_PROBS, CONFIDENCE, ERROR, FLAG, FLAGGED_METRIC, IMAGE, REJECTED_METRIC, TEXT
+from spinrec.serving.names import CHAR_PROBS, CONFIDENCE, ERROR, FLAG, FLAGGED_METRIC, IMAGE, REJECTED_METRIC, STEP_ERROR, STEP_FLAG, TEXT
 
 
 #: What the decoder returns for a row whose image was refused (the features of its all-zero image are noise).
@@ -72,8 +72,8 @@ class _StageModel:
 
 
 class PreprocessModel(_StageModel):
-    """``IMAGE`` (encoded bytes, ``[b,1]``) -> ``image`` (float32 ``[b,1,32,100]``), ``ERROR`` and ``FLAG``
-    (strings ``[b,1]``, see :mod:`spinrec.serving.names`). A bad image gets an all-zero row and its
+    """``IMAGE`` (encoded bytes, ``[b,1]``) -> ``image`` (float32 ``[b,1,32,100]``), ``error`` and ``flag``
+    (strings ``[b,1]``, the decoder returns them as ``ERROR`` and ``FLAG``: :mod:`spinrec.serving.names`). A bad image gets an all-zero row and its
     reason in ``ERROR``; the request and the other images go on. Every rejection is logged once, with the
     request id, and counted in :data:`REJECTED_METRIC`; every flag in :data:`FLAGGED_METRIC`."""
 
@@ -100,7 +100,7 @@ class PreprocessModel(_StageModel):
         for request, r in zip(requests, rows):
             errors, flags = outcomes.errors[r], outcomes.flags[r]
             self.account(request, errors, flags)
-            tensors = [pb_utils.Tensor("image", outcomes.batch[r]), pb_utils.Tensor(ERROR, _strings(errors)), pb_utils.Tensor(FLAG, _strings(flags))]
+            tensors = [pb_utils.Tensor("image", outcomes.batch[r]), pb_utils.Tensor(STEP_ERROR, _strings(errors)), pb_utils.Tensor(STEP_FLAG, _strings(flags))]
             responses.append(pb_utils.InferenceResponse(tensors))
         return responses
 
@@ -139,8 +139,9 @@ class EncoderModel(_StageModel):
 
 
 class DecoderModel(_StageModel):
-    """``features``, ``ERROR`` -> ``TEXT``, ``CONFIDENCE`` and, for requests that ask for it, ``CHAR_PROBS``;
-    rows whose image the preprocessor refused (``ERROR`` not empty) read as empty text, confidence 0.
+    """``features``, ``error``, ``flag`` -> ``TEXT``, ``CONFIDENCE``, ``ERROR``, ``FLAG`` and, for requests that
+    ask for it, ``CHAR_PROBS``; rows whose image the preprocessor refused (``error`` not empty) read as empty
+    text, confidence 0.
 
     Parameter ``stop_at_eos``: ``true`` (default) keeps the characters before the first ``eos``;
     ``false`` is PaddleOCR's exact decoding (see :func:`spinrec.decoding.decode`).
@@ -182,13 +183,15 @@ class DecoderModel(_StageModel):
 
         features, rows = self.gather_device(requests) if self.device == "gpu" else self.gather(requests, "features")
         readings = self.decoder(features)
-        refused, _ = self.gather(requests, ERROR)
-        for i in np.flatnonzero([len(e[0]) > 0 for e in refused]):
+        errors, _ = self.gather(requests, STEP_ERROR)
+        flags, _ = self.gather(requests, STEP_FLAG)
+        for i in np.flatnonzero([len(e[0]) > 0 for e in errors]):
             readings[i] = REFUSED
         responses = []
         for request, r in zip(requests, rows):
             text, confidence, char_probs = pack_readings(readings[r])
             outputs = [pb_utils.Tensor(TEXT, text), pb_utils.Tensor(CONFIDENCE, confidence)]
+            outputs += [pb_utils.Tensor(ERROR, errors[r]), pb_utils.Tensor(FLAG, flags[r])]
             if CHAR_PROBS in request.requested_output_names():
                 outputs.append(pb_utils.Tensor(CHAR_PROBS, char_probs))
             responses.append(pb_utils.InferenceResponse(outputs))
