@@ -21,7 +21,7 @@ from collections import Counter
 
 import cv2
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, seed as hypothesis_seed, settings, strategies as st
 from PIL import Image
 from tqdm import tqdm
 
@@ -90,6 +90,7 @@ def run(examples: int, seed: int) -> dict:
     counts: Counter = Counter()
     bar = tqdm(total=examples, desc="fuzz decode", unit="input", mininterval=1)
 
+    @hypothesis_seed(seed)
     @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck), print_blob=True)  # fmt: skip
     @given(mutated())
@@ -109,7 +110,6 @@ def run(examples: int, seed: int) -> dict:
         bar.update()
 
     start = time.perf_counter()
-    check._hypothesis_internal_use_seed = seed
     check()
     bar.close()
     return {"examples": sum(v for k, v in counts.items() if k.startswith("seed:")), "seconds": round(time.perf_counter() - start, 1),
