@@ -33,7 +33,7 @@ if $dev && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && [ ! -f /usr/sh
 fi
 if $dev && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && [ ! -x /usr/sbin/haproxy ]; then
     # The front proxy that refuses oversized requests before Triton (spinrec/serving/front.py; its test).
-    apt-get install -y -qq --no-install-recommends haproxy >/dev/null || echo "setup: haproxy install failed; tests/test_hostile_memory.py will fail"
+    (apt-get update -qq && apt-get install -y -qq --no-install-recommends haproxy >/dev/null) || echo "setup: haproxy install failed; tests/test_hostile_memory.py will fail"
 fi
 if ! $dev; then
     .venv/bin/python -m pip install -q -e ".[serve]"

@@ -5,9 +5,7 @@ its baseline."""
 
 from __future__ import annotations
 
-import struct
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -15,7 +13,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from conftest import free_port
+from conftest import free_port, png_header_only
 from perf.machine import server_memory
 from spinrec.preprocess import MAX_PIXELS, MAX_REQUEST_BYTES
 
@@ -75,15 +73,6 @@ class _client:
         self.client.close()
 
 
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG that declares ``width`` x ``height`` in a few dozen bytes (a decompression bomb's header)."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
 def _infer(protocol, url, inputs_spec):
     """One request: ``inputs_spec`` is ``(name, array, datatype)``; returns the ERROR column or the exception."""
     api = _api(protocol)
@@ -103,7 +92,7 @@ def _malformed(word: bytes, rng) -> list[tuple[str, np.ndarray, str]]:
     images = [
         rng.integers(0, 256, int(rng.integers(1, 4000)), dtype=np.uint8).tobytes(),  # noise
         word[: int(rng.integers(1, len(word)))],  # truncated
-        _png_header(60_000, 60_000),  # decompression bomb, 3.6 G pixels declared
+        png_header_only(60_000, 60_000),  # decompression bomb, 3.6 G pixels declared
         cv2.imencode(".png", np.zeros((side, side), np.uint8))[1].tobytes(),  # just over MAX_PIXELS
         b"",
     ]
