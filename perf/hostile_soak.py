@@ -6,7 +6,7 @@ Starts the server on ``--model-repository`` (spinrec.serving.launch) and HAProxy
 gRPC, each request drawn from: good word batches (1-8 rendered words), mixed batches (good words and
 broken images), requests malformed as a whole (wrong datatype, wrong shape, 65 rows), oversized bodies
 (refused by the proxy), images over the pixel limit. tritonserver + stub RSS (and PSS) is sampled every
-5 s. Writes ``OUT/soak.json``, ``OUT/soak.md`` and ``OUT/soak.png`` (RSS over time).
+5 s. Writes ``OUT/soak.json``, ``OUT/soak.md``, ``OUT/soak.png`` (RSS over time) and ``OUT/raw/server.log``.
 
     nice -n 10 python -m perf.hostile_soak --model-repository R --out perf/results/hostile_soak
 """
@@ -118,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=3)
     p.add_argument("--base-port", type=int, default=8400, help="Triton HTTP port; gRPC +1, metrics +2, proxy HTTP +3, proxy gRPC +4")
     args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "raw").mkdir(parents=True, exist_ok=True)
     words = [s.data for s in render_samples(64, seed=7, progress=False)]
     extra = payloads(np.random.default_rng(0), words)
     port = args.base_port
-    server = launch(port, args.out / "server.log", args.model_repository, _SERVER_ENV)
+    server = launch(port, args.out / "raw" / "server.log", args.model_repository, _SERVER_ENV)
     with tempfile.TemporaryDirectory(prefix="spinrec-soak-front-") as tmp:
         proxy = front.start(front.haproxy_config("127.0.0.1", port + 3, port + 4, f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"), tmp)
         try:
