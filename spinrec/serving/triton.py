@@ -3,8 +3,8 @@ re-exports one of these classes as ``TritonPythonModel``.
 
 Importable only inside Triton's Python stub (it provides ``triton_python_backend_utils``).
 Dynamic batching hands ``execute`` a list of requests, each with its own ``[b_i, ...]`` inputs: every
-model concatenates them, runs the stage once over the whole batch, and splits the result back, so one
-request's bad input fails that request only.
+model concatenates them, runs the stage once over the whole batch, and splits the result back. A bad
+image costs only its own row: the preprocessor reports it in that row's ``error`` and the others go on.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from spinrec.decoding import Reading
-
 from spinrec.preprocess import FLAGS, REJECTIONS, preprocess_outcomes
 from spinrec.serving.names import CHAR_PROBS, CONFIDENCE, ERROR, FLAG, FLAGGED_METRIC, IMAGE, REJECTED_METRIC, STEP_ERROR, STEP_FLAG, TEXT
-
 
 #: What the decoder returns for a row whose image was refused (the features of its all-zero image are noise).
 REFUSED = Reading("", 0.0, np.zeros(0, np.float32))
@@ -73,8 +71,8 @@ class _StageModel:
 
 class PreprocessModel(_StageModel):
     """``IMAGE`` (encoded bytes, ``[b,1]``) -> ``image`` (float32 ``[b,1,32,100]``), ``error`` and ``flag``
-    (strings ``[b,1]``, the decoder returns them as ``ERROR`` and ``FLAG``: :mod:`spinrec.serving.names`). A bad image gets an all-zero row and its
-    reason in ``ERROR``; the request and the other images go on. Every rejection is logged once, with the
+    (strings ``[b,1]``, which the decoder returns as ``ERROR`` and ``FLAG``: :mod:`spinrec.serving.names`).
+    A bad image gets an all-zero row and its reason in ``error``; the request and the other images go on. Every rejection is logged once, with the
     request id, and counted in :data:`REJECTED_METRIC`; every flag in :data:`FLAGGED_METRIC`."""
 
     def setup(self) -> None:
@@ -100,8 +98,8 @@ class PreprocessModel(_StageModel):
         for request, r in zip(requests, rows):
             errors, flags = outcomes.errors[r], outcomes.flags[r]
             self.account(request, errors, flags)
-            tensors = [pb_utils.Tensor("image", outcomes.batch[r]), pb_utils.Tensor(STEP_ERROR, _strings(errors)), pb_utils.Tensor(STEP_FLAG, _strings(flags))]
-            responses.append(pb_utils.InferenceResponse(tensors))
+            tensors = [pb_utils.Tensor(STEP_ERROR, _strings(errors)), pb_utils.Tensor(STEP_FLAG, _strings(flags))]
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("image", outcomes.batch[r]), *tensors]))
         return responses
 
     def account(self, request, errors, flags) -> None:
