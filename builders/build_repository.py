@@ -41,7 +41,7 @@ CHARSET = Path("spin_decoder/1/charset.txt")
 RECORD = Path("build.json")
 ARTIFACTS = (ONNX, CHECKPOINT, CHARSET, RECORD)
 # Never copied from the source tree: built per output.
-_BUILT_PATTERNS = ("*.onnx", "*.plan", "*.safetensors", "charset.txt", "build.json", "__pycache__", "*.tmp")
+_BUILT_PATTERNS = ("*.onnx", "*.plan", "*.safetensors", "model_int8.*", "charset.txt", "build.json", "__pycache__", "*.tmp")
 
 UNTRAINED_BANNER = """
 {bar}
@@ -113,8 +113,9 @@ def _place(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def build(output: Path = SOURCE, weights: Path | None = None, max_error: float = MAX_RELATIVE_ERROR) -> dict:
-    """Build ``output`` from ``weights`` (see the module doc) and return the record written to build.json."""
+def build(output: Path = SOURCE, weights: Path | None = None, max_error: float = MAX_RELATIVE_ERROR, int8: bool = False) -> dict:
+    """Build ``output`` from ``weights`` (see the module doc) and return the record written to build.json.
+    ``int8`` also writes the INT8 encoders (:func:`spinrec.quantize.build_int8`) that precision ``int8`` serves."""
     from tqdm import tqdm
 
     weights = resolve_weights(weights)
@@ -169,6 +170,13 @@ def build(output: Path = SOURCE, weights: Path | None = None, max_error: float =
     os.replace(tmp, onnx_path)
     steps.update()
 
+    int8_files = {}
+    if int8:
+        from spinrec.quantize import build_int8
+
+        steps.set_postfix_str("quantize INT8")
+        int8_files = {runtime: str(path.relative_to(output)) for runtime, path in build_int8(onnx_path).items()}
+
     steps.set_postfix_str("charset")
     charset.to_file(str(output / CHARSET))
     steps.update()
@@ -186,6 +194,7 @@ def build(output: Path = SOURCE, weights: Path | None = None, max_error: float =
         "spin_config": model.config.to_dict(),
         "onnx": {"opset": OPSET, "max_relative_error_vs_torch": error},
         "artifacts": {str(a): (output / a).stat().st_size for a in ARTIFACTS if a != RECORD},
+        "int8": int8_files,
         "versions": {
             "spinrec": __version__,
             "torch": torch.__version__,
@@ -208,16 +217,19 @@ def main(argv: list[str] | None = None) -> int:
         "--max-error", type=float, default=MAX_RELATIVE_ERROR,
         help="largest ONNX-vs-PyTorch relative error of the encoder features accepted (default: %(default)g)",
     )
+    parser.add_argument("--int8", action="store_true", help="also write the INT8 encoders (NNCF and ONNX Runtime QDQ) for precision int8")
     parser.add_argument("--if-needed", action="store_true", help="do nothing when OUTPUT is already built from the same checkpoint")
     args = parser.parse_args(argv)
     try:
         if args.if_needed:
             reason = needs_build(args.output, args.weights)
+            if reason is None and args.int8 and not (read_record(args.output) or {}).get("int8"):
+                reason = "no INT8 encoders"
             if reason is None:
                 print(f"build_repository: {args.output} is up to date")
                 return 0
             print(f"build_repository: building {args.output}: {reason}", file=sys.stderr)
-        record = build(args.output, args.weights, args.max_error)
+        record = build(args.output, args.weights, args.max_error, args.int8)
     except BuildError as e:
         print(f"build_repository: error: {e}", file=sys.stderr)
         return 1

@@ -124,6 +124,9 @@ def quantize_onnxruntime(onnx_path: str | Path, out_onnx: str | Path, images: np
         str(onnx_path), str(out_onnx), Reader(),
         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         per_channel=True, nodes_to_exclude=excluded,
+        # Fold the ranges every few batches: by default every activation of every batch is kept until the end
+        # (gigabytes for the published model).
+        extra_options={"CalibMaxIntermediateOutputs": 4},
     )  # fmt: skip
     return out_onnx
 
@@ -230,17 +233,18 @@ def identical_share(a: dict, b: dict) -> float:
 
 
 def gate(weights: str | Path, datasets: Sequence[str | Path], work: str | Path, limit: int | None = None,
-         threads: int = 2, names: Sequence[str] | None = None, batch_size: int = 64) -> dict:
+         threads: int = 2, names: Sequence[str] | None = None, batch_size: int = 64, calibration: int = CALIBRATION_COUNT) -> dict:
     """Every candidate over every dataset; the verdict per candidate (see the module doc)."""
     from spinrec.evaluate import evaluate, read_dataset
     from spinrec.serving.stages import cpu_capabilities
 
     chosen = [c for c in CANDIDATES if names is None or c.name in names or c is CANDIDATES[0]]
     t0 = time.perf_counter()
-    prepare(weights, work, candidates=chosen)
+    needs_images = any(c.precision == "int8" for c in chosen)
+    prepare(weights, work, calibration_images(calibration) if needs_images else None, chosen)
     record: dict = {
         "weights": str(weights), "limit": limit, "threads": threads, "gate_points": GATE_POINTS,
-        "calibration": {"source": "spinrec.synth.WordImages, training split", "seed": CALIBRATION_SEED, "images": CALIBRATION_COUNT},
+        "calibration": {"source": "spinrec.synth.WordImages, training split", "seed": CALIBRATION_SEED, "images": calibration},
         "keep_float": list(KEEP_FLOAT), "cpu": cpu_capabilities(), "prepare_seconds": time.perf_counter() - t0,
         "datasets": {}, "candidates": {},
     }  # fmt: skip
@@ -301,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--limit", type=int, help="only the first N samples of each dataset (quick runs)")
     g.add_argument("--candidates", help=f"comma-separated subset of {','.join(c.name for c in CANDIDATES)} (fp32 always runs)")
     g.add_argument("--threads", type=int, default=2)
+    g.add_argument("--calibration", type=int, default=CALIBRATION_COUNT, help="calibration images (default %(default)s)")
     g.add_argument("--work", help="folder for the exported and quantized encoders (default: a temporary one)")
     g.add_argument("--out", default="reports/precision_gate", help="report path without suffix (writes .json and .md)")
     q = sub.add_parser("build", help="write the INT8 artifacts next to an exported model.onnx")
@@ -315,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         datasets = args.dataset or ["/root/spin_eval/heldout2000", str(root.parent / "shared" / "real_crops_dev" / "labels.tsv")]
         work = args.work or tempfile.mkdtemp(prefix="spin-gate-")
         names = args.candidates.split(",") if args.candidates else None
-        record = gate(args.weights, datasets, work, args.limit, args.threads, names)
+        record = gate(args.weights, datasets, work, args.limit, args.threads, names, calibration=args.calibration)
     except (OSError, ValueError) as e:
         print(f"quantize: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,137 @@
+"""INT8 encoders (spinrec.quantize), the served encoder's precision setting and its fallback, and the
+accuracy gate. The quantized graphs are checked against the float32 graph they came from (the reference):
+what stays float32, what is int8, and how far the features move."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import WORDS
+from spinrec.serving.stages import INT8_FILES, OnnxEncoder, effective_precision
+
+ONNX = Path("spin_encoder/1/model.onnx")
+
+
+@pytest.mark.parametrize(
+    "precision, runtime, capabilities, runs",
+    [
+        ("bf16", "openvino", ["FP32", "BF16", "INT8"], "bf16"),
+        ("bf16", "openvino", ["FP32", "INT8"], "fp32"),  # no AVX512_BF16 / AMX: fp32, not a failure
+        ("int8", "openvino", ["FP32", "INT8"], "int8"),
+        ("int8", "openvino", ["FP32"], "fp32"),
+        ("int8", "onnxruntime", [], "int8"),  # MLAS has int8 kernels on every x86-64
+        ("fp32", "openvino", [], "fp32"),
+    ],
+)
+def test_effective_precision(precision, runtime, capabilities, runs):
+    assert effective_precision(precision, runtime, capabilities) == runs
+
+
+def test_int8_without_artifact_is_a_clear_error(built_repository, tmp_path):
+    (tmp_path / "model.onnx").symlink_to(built_repository / ONNX)
+    for runtime in ("openvino", "onnxruntime"):
+        with pytest.raises(ValueError, match="--int8"):
+            OnnxEncoder(tmp_path / "model.onnx", runtime=runtime, precision="int8")
+
+
+@pytest.fixture(scope="module")
+def int8_repository(tmp_path_factory, checkpoint):
+    """A repository built with ``--int8`` from the test checkpoint (published architecture, GA-SPIN with
+    TPS and offsets)."""
+    from builders.build_repository import main
+
+    out = tmp_path_factory.mktemp("int8_repository")
+    assert main(["--output", str(out), "--weights", str(checkpoint), "--int8"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(word_images):
+    from spinrec.preprocess import preprocess_batch
+
+    batch, errors = preprocess_batch(word_images)
+    assert not any(errors)
+    return batch
+
+
+@pytest.mark.slow
+def test_build_records_int8(int8_repository):
+    record = json.loads((int8_repository / "build.json").read_text())
+    assert record["int8"] == {runtime: str(ONNX.with_name(name)) for runtime, name in INT8_FILES.items()}
+    for name in INT8_FILES.values():
+        assert (int8_repository / ONNX.with_name(name)).is_file()
+
+
+@pytest.mark.slow
+def test_openvino_int8_keeps_transform_and_lstms_float(int8_repository):
+    import openvino as ov
+
+    model = ov.Core().read_model(str(int8_repository / ONNX.with_name(INT8_FILES["openvino"])))
+    quantized = []
+    for op in model.get_ops():
+        if op.get_type_name() == "FakeQuantize":
+            quantized += [t.get_node() for t in op.output(0).get_target_inputs()]
+    assert quantized, "nothing was quantized"
+    names = {n.get_friendly_name() for n in quantized}
+    types = {n.get_type_name() for n in quantized}
+    # Only backbone operations take quantized inputs: no LSTM, no instance norm, nothing of the transform or neck.
+    assert all(name.startswith("/backbone/") for name in names), sorted(n for n in names if not n.startswith("/backbone/"))
+    assert types <= {"Convolution", "Add", "MatMul"}, types
+
+
+@pytest.mark.slow
+def test_onnxruntime_qdq_keeps_transform_and_lstms_float(int8_repository):
+    import onnx
+
+    graph = onnx.load(str(int8_repository / ONNX.with_name(INT8_FILES["onnxruntime"]))).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    consumers = [n for n in graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and set(n.input) & dequantized]
+    assert consumers, "nothing was quantized"
+    assert all(n.name.startswith("/backbone/") for n in consumers), [n.name for n in consumers if not n.name.startswith("/backbone/")]
+    assert not any(n.op_type == "LSTM" for n in consumers)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_int8_features_close_to_fp32(int8_repository, images, runtime):
+    """Physical check: int8 moves the features by a few percent (8-bit steps over a backbone of 32
+    convolutions), while the fp32 runtimes agree to 1e-5; the readings of most words stay the same."""
+    from spinrec.charset import Charset
+    from spinrec.decoder import AttentionDecoder
+    from spinrec.decoding import decode
+
+    onnx_path = int8_repository / ONNX
+    fp32 = OnnxEncoder(onnx_path, 2, runtime, "fp32")(images)
+    encoder = OnnxEncoder(onnx_path, 2, runtime, "int8")
+    assert encoder.precision == "int8" and encoder.requested == "int8"
+    int8 = encoder(images)
+    assert int8.shape == fp32.shape and int8.dtype == np.float32 and np.isfinite(int8).all()
+    error = np.linalg.norm(int8 - fp32) / np.linalg.norm(fp32)
+    assert 1e-4 < error < 0.15, error  # quantized (not the float graph again), and close
+    decoder, charset = AttentionDecoder.from_checkpoint(int8_repository / "spin_decoder/1/model.safetensors"), Charset()
+    same = [a.text == b.text for a, b in zip(decode(decoder(fp32), charset), decode(decoder(int8), charset))]
+    assert sum(same) >= len(same) // 2, same
+
+
+def test_gate_table(checkpoint, tmp_path, word_images):
+    """The gate on a tiny labelled set: fp32 against itself is identical and passes; the table lists every
+    candidate run, with the precision it ran at."""
+    from spinrec.quantize import gate, markdown
+
+    for i, data in enumerate(word_images):
+        (tmp_path / f"{i}.png").write_bytes(data)
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("".join(f"{i}.png\t{w}\n" for i, w in enumerate(WORDS)))
+    record = gate(checkpoint, [labels], tmp_path / "work", names=["fp32", "bf16"])
+    assert list(record["candidates"]) == ["fp32", "bf16"]
+    fp32 = record["candidates"]["fp32"]
+    assert fp32["passes"] and fp32["datasets"][str(labels)]["identical_to_fp32"] == 1.0
+    assert fp32["datasets"][str(labels)]["delta_points"] == 0.0
+    bf16 = record["candidates"]["bf16"]["datasets"][str(labels)]
+    assert 0.0 <= bf16["identical_to_fp32"] <= 1.0 and bf16["samples"] == len(WORDS)
+    table = markdown(record)
+    assert "| fp32 | openvino fp32 |" in table and "| bf16 | openvino " in table
