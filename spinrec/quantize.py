@@ -265,7 +265,14 @@ def gate(weights: str | Path, datasets: Sequence[str | Path], work: str | Path, 
             if ort_reference is not None and entry["runtime"] == "onnxruntime":
                 r["identical_to_fp32_ort"] = identical_share(r, ort_reference[d])
             passed &= r["delta_points"] >= -GATE_POINTS
+            r["differing_from_fp32"] = [
+                {"key": a["key"], "label": a["label"], "fp32": b["pred"], "read": a["pred"]}
+                for a, b in zip(r["readings"], ref["readings"]) if a["pred"] != b["pred"]
+            ]  # fmt: skip
         entry["passes"] = passed
+    for entry in record["candidates"].values():  # the per-image readings are summarised by now: keep the record small
+        for r in entry["datasets"].values():
+            del r["readings"]
     for d, s in samples.items():
         record["datasets"][d] = {"samples": len(s)}
     return record
