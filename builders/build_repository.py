@@ -175,7 +175,10 @@ def build(output: Path = SOURCE, weights: Path | None = None, max_error: float =
         from spinrec.quantize import build_int8
 
         steps.set_postfix_str("quantize INT8")
-        int8_files = {runtime: str(path.relative_to(output)) for runtime, path in build_int8(onnx_path).items()}
+        try:
+            int8_files = {runtime: str(path.relative_to(output)) for runtime, path in build_int8(onnx_path).items()}
+        except (RuntimeError, ValueError) as e:  # NNCF's and ONNX Runtime's quantizers say what failed; the float build stands
+            raise BuildError(f"INT8 quantization failed: {e}") from e
 
     steps.set_postfix_str("charset")
     charset.to_file(str(output / CHARSET))

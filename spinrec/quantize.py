@@ -124,9 +124,6 @@ def quantize_onnxruntime(onnx_path: str | Path, out_onnx: str | Path, images: np
         str(onnx_path), str(out_onnx), Reader(),
         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         per_channel=True, nodes_to_exclude=excluded,
-        # Fold the ranges every few batches: by default every activation of every batch is kept until the end
-        # (gigabytes for the published model).
-        extra_options={"CalibMaxIntermediateOutputs": 4},
     )  # fmt: skip
     return out_onnx
 

@@ -135,3 +135,28 @@ def test_gate_table(checkpoint, tmp_path, word_images):
     assert 0.0 <= bf16["identical_to_fp32"] <= 1.0 and bf16["samples"] == len(WORDS)
     table = markdown(record)
     assert "| fp32 | openvino fp32 |" in table and "| bf16 | openvino " in table
+
+
+@pytest.mark.slow
+def test_precisions_interleaved_run_and_int8_variant(int8_repository, tmp_path):
+    """perf.precisions on an --int8 repository: ratios against fp32 from one run, the report and the plot;
+    perf.variants --encoder-precision int8 gives a repository whose encoder loads the linked INT8 graph."""
+    from perf import precisions
+    from perf.data import render_samples
+    from perf.variants import build_variant
+
+    payloads = [s.data for s in render_samples(32, progress=False)]
+    record = precisions.measure(int8_repository, payloads, ("fp32", "int8"), threads=2, rounds=1)
+    fp32, int8 = record["precisions"]["fp32"], record["precisions"]["int8"]
+    assert fp32["encoder_b32"]["over_fp32"] == 1.0 and fp32["texts_identical_to_fp32"] == fp32["texts"] == 32
+    assert int8["ran_as"] == "int8" and int8["encoder_b32"]["items_per_s"] > 0 and 0 <= int8["texts_identical_to_fp32"] <= 32
+    assert record["flop_limit_images_per_s"] > 0
+    gate = {"candidates": {p: {"passes": True, "datasets": {"/data/heldout/labels.txt": {"word_accuracy": 0.9}}} for p in ("fp32", "int8")}}
+    precisions.add_accuracy(record, gate)
+    precisions.write(record, tmp_path / "out", "test")
+    assert "| int8 | int8 |" in (tmp_path / "out" / "precisions.md").read_text()
+    assert (tmp_path / "out" / "throughput_accuracy.png").stat().st_size > 0
+
+    variant = build_variant(int8_repository, tmp_path / "v", encoder_precision="int8")
+    assert 'key: "precision" value: { string_value: "int8" }' in (variant / "spin_encoder" / "configs" / "cpu.pbtxt").read_text()
+    assert OnnxEncoder(variant / ONNX, 1, "openvino", "int8")(np.zeros((1, 1, 32, 100), np.float32)).shape[0] == 1
