@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from perf.baselines import InProcessPipeline, artifacts
+from spinrec.quantize import GATE_POINTS
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -126,10 +127,16 @@ def plot(record: dict, path: Path) -> None:
             x, y = e["encoder_b32"]["over_" + ref], 100 * e["accuracy"][d]
             ax.plot(x, y, "o")
             ax.annotate(p, (x, y), xytext=(4, 4), textcoords="offset points")
+        base = record["precisions"][ref].get("accuracy", {}).get(d)
+        if base is not None:  # the gate's floor; also keeps the scale honest (a 0.05-point gap is not a cliff)
+            ax.axhline(100 * base - GATE_POINTS, color="r", ls="--", lw=1, label=f"gate: {ref} - {GATE_POINTS} points")
+            ax.set_ylim(100 * base - 3 * GATE_POINTS, 100 * base + GATE_POINTS)
+            ax.legend(fontsize=8, loc="lower left")
         ax.set_xlabel(f"encoder throughput at batch 32 / {ref} (same run)")
         ax.set_ylabel("word accuracy %")
         ax.set_title(f"{d}", fontsize=9)
         ax.grid(True, alpha=0.3)
+    fig.suptitle(record.get("caveat", ""), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -137,6 +144,7 @@ def plot(record: dict, path: Path) -> None:
 
 def write(record: dict, out: Path, caveat: str = "") -> None:
     out.mkdir(parents=True, exist_ok=True)
+    record["caveat"] = caveat
     (out / "precisions.json").write_text(json.dumps(record, indent=1))
     (out / "precisions.md").write_text(markdown(record, caveat))
     if any("accuracy" in e for e in record["precisions"].values()):
