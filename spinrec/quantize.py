@@ -292,6 +292,10 @@ def markdown(record: dict) -> str:
                 f"{r['samples']} | {100 * r['word_accuracy']:.2f} % | {r['delta_points']:+.2f} | {100 * r['identical_to_fp32']:.1f} % | "
                 f"{r['images_per_s']:.0f} | {'pass' if c['passes'] else 'FAIL'} |"
             )
+    weak = [Path(d).name for d, r in record["candidates"][next(iter(record["candidates"]))]["datasets"].items() if r["word_accuracy"] < 0.05]
+    if weak:
+        lines += ["", f"**fp32 reads almost nothing on {', '.join(weak)}** (an untrained or unsuited model): the accuracy "
+                  "comparison there is vacuous and only the identical-text rate says anything."]
     cpu = record["cpu"]
     lines += ["", f"CPU: {cpu['name']}; OpenVINO capabilities {', '.join(cpu['openvino'])}; instruction flags "
               f"{', '.join(cpu['flags']) or 'none of VNNI/AMX/avx512_bf16'}. Calibration: {record['calibration']['images']} images of "
