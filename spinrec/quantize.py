@@ -235,7 +235,13 @@ def gate(weights: str | Path, datasets: Sequence[str | Path], work: str | Path, 
     from spinrec.evaluate import evaluate, read_dataset
     from spinrec.serving.stages import cpu_capabilities
 
+    unknown = set(names or ()) - {c.name for c in CANDIDATES}
+    if unknown:
+        raise ValueError(f"unknown candidates {sorted(unknown)}: choose from {', '.join(c.name for c in CANDIDATES)}")
     chosen = [c for c in CANDIDATES if names is None or c.name in names or c is CANDIDATES[0]]
+    if not Path(weights).is_file():
+        raise ValueError(f"{weights}: no such checkpoint")
+    samples = {str(d): read_dataset(d)[:limit] for d in datasets}  # a bad dataset fails before minutes of quantization
     t0 = time.perf_counter()
     needs_images = any(c.precision == "int8" for c in chosen)
     prepare(weights, work, calibration_images(calibration) if needs_images else None, chosen)
@@ -245,7 +251,6 @@ def gate(weights: str | Path, datasets: Sequence[str | Path], work: str | Path, 
         "keep_float": list(KEEP_FLOAT), "cpu": cpu_capabilities(), "prepare_seconds": time.perf_counter() - t0,
         "datasets": {}, "candidates": {},
     }  # fmt: skip
-    samples = {str(d): read_dataset(d)[:limit] for d in datasets}
     for c in chosen:
         read = _reader(weights, Path(work), c, threads)
         results = {d: evaluate(s, read, batch_size, name=f"{c.name} {Path(d).name}") for d, s in samples.items()}
