@@ -72,7 +72,7 @@ class AttentionDecoder:
         self.b_gen = get["generator.bias"]
         self.xp = xp
         for name in ("w_i2h", "b_h2h", "w_score", "w_ctx", "emb", "w_h", "w_gen", "b_gen"):
-            setattr(self, name, xp.asarray(getattr(self, name), dtype=xp.float32))
+            setattr(self, name, xp.ascontiguousarray(xp.asarray(getattr(self, name), dtype=xp.float32)))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, max_steps: int | None = None, xp=np) -> "AttentionDecoder":
