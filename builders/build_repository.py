@@ -170,6 +170,11 @@ def build(output: Path = SOURCE, weights: Path | None = None, max_error: float =
     os.replace(tmp, onnx_path)
     steps.update()
 
+    from spinrec.serving.stages import INT8_FILES
+
+    for name in INT8_FILES.values():  # an INT8 encoder of an earlier checkpoint must not outlive its float graph
+        for stale in (onnx_path.with_name(name), onnx_path.with_name(name).with_suffix(".bin")):
+            stale.unlink(missing_ok=True)
     int8_files = {}
     if int8:
         from spinrec.quantize import build_int8
