@@ -73,6 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--level-timeout", type=float, default=240, help="seconds per perf_analyzer run (default %(default)s)")
     p.add_argument("--soak-seconds", type=float, default=0, help="after the sweep, hold the best gRPC concurrency this long sampling memory (issue: 600)")
     p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--precisions", default="", help="also time these encoder precisions in process, interleaved (e.g. fp32,bf16,int8; "
+                   "int8 needs a repository built with --int8): precisions.md in OUT (perf.precisions)")
     p.add_argument("--threads", type=int, default=2, help="thread budget of the in-process baselines (the server's encoder threads)")
     p.add_argument("--baseline-rounds", type=int, default=16, help="timed batch-1 calls per baseline; batch 32 gets a quarter")
     return p.parse_args(argv)
@@ -335,6 +337,13 @@ def main(argv: list[str] | None = None) -> int:
             print("perf: paired server vs in-process (latency overhead, throughput ratio)", file=sys.stderr)
             run["paired"] = paired.measure(InProcessPipeline(args.model_repository, args.threads), args.grpc_url,
                                            [s.data for s in samples], args.baseline_rounds + 8, max(2, args.baseline_rounds // 4))
+        if args.precisions:
+            from perf import precisions
+
+            print(f"perf: encoder precisions {args.precisions} in process", file=sys.stderr)
+            run["precisions"] = precisions.measure(args.model_repository, [s.data for s in samples], args.precisions.split(","),
+                                                   args.threads, max(2, args.baseline_rounds // 2))
+            precisions.write(run["precisions"], out)
         levels = sweep(args, binary, inputs, raw, memory_port)
         run["levels"] = [lv.__dict__ for lv in levels]
         run["memory"]["after_sweep"] = server_memory(memory_port)
