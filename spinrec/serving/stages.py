@@ -24,7 +24,7 @@ def onnxruntime_encoder(path: str | Path, threads: int = 1) -> Callable[[np.ndar
     """The encoder graph in an ONNX Runtime session (all graph optimisations) -> ``run(images)``."""
     import onnxruntime as ort
 
-    from spinrec.onnx_export import INPUT_NAME, OUTPUT_NAME
+    from spinrec.contract import ENCODER_INPUT as INPUT_NAME, ENCODER_OUTPUT as OUTPUT_NAME
 
     options = ort.SessionOptions()
     # One process per Triton instance: its thread pool must not grow with the machine's core count.
