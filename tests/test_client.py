@@ -1,4 +1,4 @@
-"""The client library and ``python -m client`` against the real server (HTTP and gRPC)."""
+"""The client library and ``python -m spinrec.client`` against the real server (HTTP and gRPC)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from client import ClientError, OcrClient, collect
+from spinrec.client import ClientError, OcrClient, collect
 from conftest import REPO_ROOT, WORDS, free_port
 
 PROTOCOLS = ("http", "grpc")
@@ -80,7 +80,7 @@ def test_collect_expands_directories_globs_and_stdin(image_dir, word_images):
 
 
 def run_cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "client", *args], cwd=REPO_ROOT, input=stdin, capture_output=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "spinrec.client", *args], cwd=REPO_ROOT, input=stdin, capture_output=True, timeout=120)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "spinrec"
 #: Top-level folders of the repository that are tools around the package, never dependencies of it.
-OUTSIDE = ("builders", "perf", "tests", "client", "conftest")
+OUTSIDE = ("builders", "perf", "tests", "conftest")
 
 
 def module_name(path: Path) -> str:

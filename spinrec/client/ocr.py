@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from client.resilience import EndpointPool, RetriesExhausted, RetryPolicy, parse_urls
+from spinrec.client.resilience import EndpointPool, RetriesExhausted, RetryPolicy, parse_urls
 
 MODEL = "spin_ocr"
 PROTOCOLS = {"http": "127.0.0.1:8000", "grpc": "127.0.0.1:8001"}
