@@ -40,9 +40,18 @@ from pathlib import Path
 
 from spinrec.contract import ARTIFACTS, CHARSET, CHECKPOINT, ONNX, RECORD
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SOURCE = REPO_ROOT / "model_repository"
-DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "default.safetensors"
+_DATA = Path(__file__).resolve().parent / "data"
+#: The configs and Python models (package data; in a checkout, a link to its model_repository/).
+SOURCE = (_DATA / "model_repository").resolve()
+#: The shipped default checkpoint (package data; in a checkout, a link to weights/default.safetensors).
+DEFAULT_WEIGHTS = (_DATA / "default.safetensors").resolve()
+#: Where a build goes unless told: a checkout builds in place; an installed package's files are not
+#: ours to write, so it builds into the user's cache.
+DEFAULT_OUTPUT = (
+    SOURCE
+    if (_DATA / "model_repository").is_symlink()
+    else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spinrec" / "model_repository"
+)
 UNTRAINED_SEED = 0
 
 # Never copied from the source tree: built per output.
@@ -118,7 +127,7 @@ def _place(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def build(output: Path = SOURCE, weights: Path | None = None, max_error: float | None = None, noise_factor: float | None = None) -> dict:
+def build(output: Path = DEFAULT_OUTPUT, weights: Path | None = None, max_error: float | None = None, noise_factor: float | None = None) -> dict:
     """Build ``output`` from ``weights`` (see the module doc) and return the record written to build.json.
 
     ``max_error`` and ``noise_factor`` default to :data:`spinrec.onnx_export.ERROR_FLOOR` and
@@ -216,8 +225,8 @@ def build(output: Path = SOURCE, weights: Path | None = None, max_error: float |
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spinrec.repository", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, help=f"safetensors checkpoint (default: {DEFAULT_WEIGHTS.relative_to(REPO_ROOT)} if present, else untrained)")
-    parser.add_argument("--output", type=Path, default=SOURCE, help="model repository to build (default: %(default)s)")
+    parser.add_argument("--weights", type=Path, help=f"safetensors checkpoint (default: {DEFAULT_WEIGHTS} if present, else untrained)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="model repository to build (default: %(default)s)")
     parser.add_argument(
         "--max-error", type=float,
         help="ONNX-vs-PyTorch relative error of the encoder features always accepted (default: 1e-4, spinrec.onnx_export.ERROR_FLOOR)",

@@ -141,19 +141,19 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def start_triton(repository: Path, log: Path, extra_args: tuple[str, ...] = ()) -> TritonServer:
-    """A real tritonserver on ``repository``, started by ``spinrec.serving.launch`` on free ports
+def start_triton(repository: Path, log: Path, extra_args: tuple[str, ...] = (), python: str = sys.executable, cwd: Path = REPO_ROOT) -> TritonServer:
+    """A real tritonserver on ``repository``, started by ``spinrec.serving.launch`` of ``python`` on free ports
     (``extra_args`` pass through the launcher to tritonserver)."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     cmd = [
-        sys.executable, "-m", "spinrec.serving.launch", "--no-build",
+        python, "-m", "spinrec.serving.launch", "--no-build",
         "--model-repository", str(repository),
         "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
         "--exit-timeout-secs=10",  # passed through to tritonserver
         *extra_args,
     ]
     with open(log, "w") as out:
-        process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     server = TritonServer(process, repository, log, f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", metrics_port)
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while not server.ready():

@@ -32,9 +32,9 @@ from pathlib import Path
 from spinrec import repository
 from spinrec.contract import CPU_CONFIG, PLAN
 
-DEFAULT_REPOSITORY = repository.SOURCE
+DEFAULT_REPOSITORY = repository.DEFAULT_OUTPUT
 # Where spinrec/kernels/spinBlendPlugin's README builds the TensorRT plugin the engine's SpinBlend node needs.
-DEFAULT_PLUGIN = Path(os.environ.get("SPIN_PLUGIN_LIBRARY", repository.REPO_ROOT / "build/spin_plugin/libspin_plugin.so"))
+DEFAULT_PLUGIN = Path(os.environ.get("SPIN_PLUGIN_LIBRARY", DEFAULT_REPOSITORY.parent / "build/spin_plugin/libspin_plugin.so"))
 LOG_LEVELS = {
     "error": ["--log-info=false", "--log-warning=false"],
     "warning": ["--log-info=false"],
