@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from spinrec.client.inputs import collect
+from spinrec.inputs import collect
 from spinrec.client.ocr import MODEL, PROTOCOLS, ClientError, OcrClient
 from spinrec.client.resilience import RetryPolicy
 

@@ -3,6 +3,6 @@
 :mod:`spinrec.serving.stages` holds the array code of the three stages (testable without a server);
 :mod:`spinrec.serving.triton` adapts it to the Python backend's request/response API and is imported
 only inside Triton's Python stub; :mod:`spinrec.serving.launch` starts a server on the model repository.
-No serving process imports PyTorch (the decoder is NumPy) and only the encoder loads ONNX Runtime, so the
+No serving process imports PyTorch (the decoder is NumPy) and only the encoder loads OpenVINO or ONNX Runtime, so the
 preprocessor and decoder processes stay light.
 """

@@ -95,7 +95,7 @@ def stub_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     # interpreter locates its prefix by searching PATH for python3 and reading the pyvenv.cfg beside it.
     env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p)
     # Every model instance is its own process: uncapped, each BLAS/OpenMP pool would size itself to all
-    # cores. Stages that want more threads set them explicitly (the encoder's ONNX Runtime "threads").
+    # cores. Stages that want more threads set them explicitly (the encoder's "threads" parameter).
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, "1")
     return env
@@ -197,7 +197,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--log-level", choices=sorted(LOG_LEVELS), default="info")
     parser.add_argument(
         "--config", choices=("auto", "cpu", "default"), default="auto",
-        help="model configuration: cpu = configs/cpu.pbtxt (ONNX Runtime), default = config.pbtxt (TensorRT); "
+        help="model configuration: cpu = configs/cpu.pbtxt (the ONNX graph under OpenVINO or ONNX Runtime, its \"runtime\" parameter; OpenVINO as shipped), default = config.pbtxt (TensorRT); "
         "auto = default only with tritonserver on PATH, a GPU and a built model.plan (default: %(default)s)",
     )
     parser.add_argument(
