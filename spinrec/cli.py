@@ -50,14 +50,9 @@ def _recognize(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    import torch
-
     from spinrec import weights
-    from spinrec.models.spin import SPIN, SPINConfig
 
-    torch.manual_seed(args.seed)
-    model = SPIN(SPINConfig()).eval()
-    weights.save(model, args.dst, {"source": f"random initialisation, seed {args.seed}: reads nothing"})
+    weights.save_untrained(args.dst, args.seed)
     print(f"wrote an untrained SPIN (seed {args.seed}) to {args.dst}: it reads nothing")
     return 0
 

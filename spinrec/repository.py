@@ -146,15 +146,13 @@ def build(output: Path = DEFAULT_OUTPUT, weights: Path | None = None, max_error:
 
     from spinrec import __version__, weights as spin_weights
     from spinrec.charset import Charset
-    from spinrec.cli import main as spinrec_cli
     from spinrec.onnx_export import ERROR_FLOOR, NOISE_FACTOR, OPSET, check_encoder, export_encoder
 
     checkpoint = output / CHECKPOINT
     if weights is None:
         print(UNTRAINED_BANNER.format(bar="!" * 100, default=DEFAULT_WEIGHTS, seed=UNTRAINED_SEED), file=sys.stderr)
         tmp = checkpoint.with_name(checkpoint.name + ".tmp")
-        if spinrec_cli(["init", str(tmp), "--seed", str(UNTRAINED_SEED)]) != 0:
-            raise BuildError("could not write the untrained checkpoint")
+        spin_weights.save_untrained(tmp, UNTRAINED_SEED)
         os.replace(tmp, checkpoint)
     source = weights or checkpoint
     try:
