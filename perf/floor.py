@@ -34,14 +34,21 @@ from perf.machine import machine_record
 from perf.run import _SERVER_ENV, ENSEMBLE, ROOT, launch, stop
 
 # What each pass-through model reads and what it returns per request of ``rows`` images: the served
-# dtypes and shapes (spin_decoder: an empty text; CHAR_PROBS, when asked for, as for an 8-character word).
+# dtypes and shapes (spin_preprocess: no error or flag; spin_decoder: an empty text; CHAR_PROBS, when asked for, as for an 8-character word).
 _STAGES = {
-    "spin_preprocess": ("IMAGE", 'pb_utils.Tensor("image", np.zeros((rows, 1, 32, 100), np.float32))'),
+    "spin_preprocess": (
+        "IMAGE",
+        'pb_utils.Tensor("image", np.zeros((rows, 1, 32, 100), np.float32)), '
+        'pb_utils.Tensor("error", np.full((rows, 1), b"", dtype=object)), '
+        'pb_utils.Tensor("flag", np.full((rows, 1), b"", dtype=object))',
+    ),
     "spin_encoder": ("image", 'pb_utils.Tensor("features", np.zeros((rows, 26, 512), np.float32))'),
     "spin_decoder": (
         "features",
         'pb_utils.Tensor("TEXT", np.full((rows, 1), b"", dtype=object)), '
-        'pb_utils.Tensor("CONFIDENCE", np.zeros((rows, 1), np.float32))',
+        'pb_utils.Tensor("CONFIDENCE", np.zeros((rows, 1), np.float32)), '
+        'pb_utils.Tensor("ERROR", np.full((rows, 1), b"", dtype=object)), '
+        'pb_utils.Tensor("FLAG", np.full((rows, 1), b"", dtype=object))',
     ),
 }
 

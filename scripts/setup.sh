@@ -36,7 +36,8 @@ if $dev && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && [ ! -f /usr/sh
         || echo "setup: font/word-list install failed; the synthetic data tests will fail"
 fi
 if $dev && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && ! { command -v haproxy && command -v prometheus; } >/dev/null; then
-    # The load balancer and the metrics server of the multi-replica failover test (tests/test_failover.py);
+    # HAProxy: the front proxy that refuses oversized requests before Triton (spinrec/serving/front.py) and the
+    # load balancer of the multi-replica failover test (tests/test_failover.py), with Prometheus for the latter;
     # a policy-rc.d (where the machine has none) keeps the packages' own services from starting.
     own_policy=false
     if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=true; fi

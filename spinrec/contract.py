@@ -19,15 +19,24 @@ DECODER = "spin_decoder"
 ENSEMBLE = "spin_ocr"
 
 # ---------------------------------------------------------------------------------------- tensors
-#: The ensemble's input: one encoded image (PNG, JPEG, ...) per row.
+#: What clients see, per image (one row of the batch): ``IMAGE`` (encoded PNG, JPEG, ...) in; ``TEXT``,
+#: ``CONFIDENCE``, ``CHAR_PROBS`` (on request), ``ERROR`` (empty when the image was read, else why it was
+#: refused; its ``TEXT`` is then empty and its ``CONFIDENCE`` 0) and ``FLAG`` (empty, or why the reading of a
+#: degenerate image is doubtful, starting with one of :data:`spinrec.preprocess.FLAGS`) out.
 IMAGE = "IMAGE"
 TEXT = "TEXT"
 CONFIDENCE = "CONFIDENCE"
 CHAR_PROBS = "CHAR_PROBS"
+ERROR = "ERROR"
+FLAG = "FLAG"
 #: Between the steps: the preprocessed batch (the encoder graph's input) and the encoder's features
 #: (its output, the decoder's input). The ONNX graph uses the same two names.
 ENCODER_INPUT = "image"
 ENCODER_OUTPUT = "features"
+#: The per-image messages from the preprocessor to the decoder, which returns them as ERROR and FLAG
+#: (Triton 2.51's ensemble fails a request for an output of an earlier step, so every output comes from the last).
+STEP_ERROR = "error"
+STEP_FLAG = "flag"
 #: Per-row shapes (the batch dimension excluded): channels, height, width of the preprocessed image, and
 #: the encoder's time steps and channels.
 IMAGE_SHAPE = (1, 32, 100)
@@ -47,25 +56,33 @@ class Model:
     outputs: tuple[Tensor, ...]
 
 
+_MESSAGES = (Tensor(STEP_ERROR, "TYPE_STRING", (1,)), Tensor(STEP_FLAG, "TYPE_STRING", (1,)))
+_READINGS = (
+    Tensor(TEXT, "TYPE_STRING", (1,)),
+    Tensor(CONFIDENCE, "TYPE_FP32", (1,)),
+    Tensor(CHAR_PROBS, "TYPE_FP32", (-1,)),
+    Tensor(ERROR, "TYPE_STRING", (1,)),
+    Tensor(FLAG, "TYPE_STRING", (1,)),
+)
+
 #: What each model of the repository takes and returns (per row; every model batches on dimension 0).
 MODELS = {
     PREPROCESS: Model(
         inputs=(Tensor(IMAGE, "TYPE_STRING", (1,)),),
-        outputs=(Tensor(ENCODER_INPUT, "TYPE_FP32", IMAGE_SHAPE),),
+        outputs=(Tensor(ENCODER_INPUT, "TYPE_FP32", IMAGE_SHAPE), *_MESSAGES),
     ),
     ENCODER: Model(
         inputs=(Tensor(ENCODER_INPUT, "TYPE_FP32", IMAGE_SHAPE),),
         outputs=(Tensor(ENCODER_OUTPUT, "TYPE_FP32", FEATURES_SHAPE),),
     ),
-    DECODER: Model(
-        inputs=(Tensor(ENCODER_OUTPUT, "TYPE_FP32", FEATURES_SHAPE),),
-        outputs=(Tensor(TEXT, "TYPE_STRING", (1,)), Tensor(CONFIDENCE, "TYPE_FP32", (1,)), Tensor(CHAR_PROBS, "TYPE_FP32", (-1,))),
-    ),
-    ENSEMBLE: Model(
-        inputs=(Tensor(IMAGE, "TYPE_STRING", (1,)),),
-        outputs=(Tensor(TEXT, "TYPE_STRING", (1,)), Tensor(CONFIDENCE, "TYPE_FP32", (1,)), Tensor(CHAR_PROBS, "TYPE_FP32", (-1,))),
-    ),
+    DECODER: Model(inputs=(Tensor(ENCODER_OUTPUT, "TYPE_FP32", FEATURES_SHAPE), *_MESSAGES), outputs=_READINGS),
+    ENSEMBLE: Model(inputs=(Tensor(IMAGE, "TYPE_STRING", (1,)),), outputs=_READINGS),
 }
+
+#: Custom metrics the preprocessor exports on Triton's metrics port (counters, labelled ``model`` and
+#: ``reason`` (one of spinrec.preprocess.REJECTIONS) / ``flag`` (one of spinrec.preprocess.FLAGS)).
+REJECTED_METRIC = "spin_images_rejected_total"
+FLAGGED_METRIC = "spin_readings_flagged_total"
 
 # --------------------------------------------------------------------------- model repository layout
 #: Artifacts inside a model repository, relative to its root.

@@ -7,14 +7,17 @@ of ``(seed, index)`` and a run's config records the whole mix.
 
 Layers travel through the geometry together as one ``uint8 [H, W, 4]`` array: 0 the fill (all ink,
 neighbours included), 1 the outline, 2 the shadow or 3D extrusion, 3 the target word alone (the crop box is
-taken from it, so neighbouring glyphs end up clipped at the crop's edge). Backgrounds are procedural only
-(noise fields, gradients, stripes, grids, shapes, lines, blobs, fragments of other text): no image dataset is
-installed here and nothing is downloaded at run time.
+taken from it, so neighbouring glyphs end up clipped at the crop's edge). Backgrounds are procedural (noise
+fields, gradients, stripes, grids, blotches, shapes, lines, blobs, fragments of other text) or, in
+``SceneMix.natural``, crops of the nine public-domain and CC0 photos shipped in ``spinrec/backgrounds/`` (see
+its ``SOURCES.md``); nothing is downloaded at run time.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import cv2
@@ -23,6 +26,7 @@ import numpy as np
 FILL, OUTLINE, SHADOW, TARGET = range(4)
 #: ``fragment(rng, height)`` -> ``uint8 [h, w]`` ink of some other text, for backgrounds.
 Fragment = Callable[[np.random.Generator, int], np.ndarray]
+PHOTO_DIR = Path(__file__).with_name("backgrounds")
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,8 @@ class SceneMix:
     rotate: float = 0.15  #: rotation uniform in +-30 degrees (otherwise a few degrees)
     square_crop: float = 0.1  #: crop widened to a square around a short word (round logos, detector boxes)
     tight_crop: float = 0.3  #: per side: cut into the ink by up to 6 % of the text height
-    texture: float = 0.6  #: background noise, stripes or grids instead of plain or gradient
+    natural: float = 0.2  #: background from a photo crop (brick, grass, gravel, ...); else procedural
+    texture: float = 0.6  #: procedural background: noise, stripes, grids or blotches instead of plain or gradient
     clutter: float = 0.45  #: shapes, lines and blobs in the background
     fragments: float = 0.3  #: pieces of other text in the background (lines above and below)
     light: float = 0.4  #: uneven lighting: vignette, light gradient, specular spot
@@ -200,11 +205,46 @@ def _paste_fragments(image: np.ndarray, rng: np.random.Generator, size: int, fra
         image[y0:y1, x0:x1] = image[y0:y1, x0:x1] * (1 - alpha) + color * alpha
 
 
+@functools.lru_cache(maxsize=1)
+def photos() -> tuple[np.ndarray, ...]:
+    """The shipped background photos, RGB float32, in file-name order."""
+    paths = sorted(PHOTO_DIR.glob("*.jpg"))
+    if not paths:
+        raise FileNotFoundError(f"no background photos under {PHOTO_DIR}; the package is incomplete")
+    return tuple(cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(np.float32) for p in paths)
+
+
+def _photo_crop(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A random window of a random shipped photo, at a random scale, maybe mirrored, resized to ``[h, w, 3]``."""
+    photo = photos()[rng.integers(len(photos()))]
+    ph, pw = photo.shape[:2]
+    scale = rng.uniform(0.3, 2.0)
+    wh, ww = h / scale, w / scale
+    fit = min(1.0, ph / wh, pw / ww)
+    wh, ww = max(2, int(wh * fit)), max(2, int(ww * fit))
+    y, x = int(rng.integers(0, ph - wh + 1)), int(rng.integers(0, pw - ww + 1))
+    window = photo[y : y + wh, x : x + ww]
+    if rng.random() < 0.5:
+        window = window[:, ::-1]
+    return cv2.resize(np.ascontiguousarray(window), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def background(h: int, w: int, bg: np.ndarray, fg: np.ndarray, rng: np.random.Generator, mix: SceneMix, size: int, fragment: Fragment) -> np.ndarray:
-    """The crop's background around ``bg``, ``float32 [h, w, 3]``; textures stay weaker than the contrast
-    to the text color ``fg`` so the word remains the strongest structure."""
+    """The crop's background around ``bg``, ``float32 [h, w, 3]``; textures and photos stay weaker than the
+    contrast to the text color ``fg`` so the word remains the strongest structure."""
     contrast = abs(luminance(bg) - luminance(fg))
-    image = surface(bg, h, w, rng, rng.uniform(0.15, 0.45) * max(contrast, 30), rng.random() < mix.texture)
+    strength = rng.uniform(0.15, 0.45) * max(contrast, 30)
+    textured = False
+    if rng.random() < mix.natural:
+        detail = _photo_crop(h, w, rng)
+        detail -= detail.mean((0, 1))
+        image = bg + detail * (strength / (2 * float(detail.std()) + 1e-6))
+    else:
+        textured = rng.random() < mix.texture
+        image = surface(bg, h, w, rng, strength, textured)
+    if textured and rng.random() < 0.3:  # blotches of a second color (foliage, sky, stains, camouflage)
+        t = np.clip(noise_field(h, w, rng) * rng.uniform(1.5, 4) + rng.uniform(-0.5, 0.5), 0, 1)
+        image += t[:, :, None] * (_contrasting(fg, rng, 0.6 * contrast) - bg)
     if rng.random() < mix.clutter:
         _clutter(image, rng, size, fg, contrast)
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 1.5)) if rng.random() < 0.5 else image
@@ -346,7 +386,7 @@ def crop(layers: np.ndarray, rng: np.random.Generator, mix: SceneMix, size: int)
     tight = rng.random(4) < mix.tight_crop
     pads[tight] = -rng.uniform(0, 0.06, int(tight.sum())) * size
     y0, y1, x0, x1 = int(y0 - pads[0]), int(y1 + pads[1]), int(x0 - pads[2]), int(x1 + pads[3])
-    if rng.random() < mix.square_crop and x1 - x0 <= 3 * (y1 - y0):
+    if rng.random() < mix.square_crop and x1 - x0 <= 2 * (y1 - y0):
         side = max(y1 - y0, x1 - x0)
         cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
         y0, y1, x0, x1 = cy - side // 2, cy - side // 2 + side, cx - side // 2, cx - side // 2 + side
@@ -386,6 +426,15 @@ def _disk(radius: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
+def motion_kernel(k: int, degrees: float) -> np.ndarray:
+    """``k x k`` line of unit sum through the centre at ``degrees``: the blur of a camera moving that way."""
+    kernel = np.zeros((k, k), np.float32)
+    kernel[k // 2] = 1.0 / k
+    rot = cv2.getRotationMatrix2D(((k - 1) / 2, (k - 1) / 2), degrees, 1.0)
+    kernel = cv2.warpAffine(kernel, rot, (k, k))
+    return kernel / max(kernel.sum(), 1e-6)
+
+
 def camera(image: np.ndarray, rng: np.random.Generator, mix: SceneMix, size: int) -> np.ndarray:
     """Optics and sensor on a BGR uint8 crop: defocus, motion or gaussian blur, low resolution then
     upsampling (or not), noise, JPEG."""
@@ -393,12 +442,7 @@ def camera(image: np.ndarray, rng: np.random.Generator, mix: SceneMix, size: int
     if rng.random() < mix.defocus:
         image = cv2.filter2D(image, -1, _disk(rng.uniform(1, max(1.5, size / 12))))
     if rng.random() < mix.motion:
-        k = int(rng.integers(3, max(4, size // 5) + 1))
-        kernel = np.zeros((k, k), np.float32)
-        kernel[k // 2] = 1.0
-        rot = cv2.getRotationMatrix2D(((k - 1) / 2, (k - 1) / 2), rng.uniform(0, 180), 1.0)
-        kernel = cv2.warpAffine(kernel, rot, (k, k))
-        image = cv2.filter2D(image, -1, kernel / max(kernel.sum(), 1e-6))
+        image = cv2.filter2D(image, -1, motion_kernel(int(rng.integers(3, max(4, size // 5) + 1)), rng.uniform(0, 180)))
     if rng.random() < mix.gaussian:
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 1.2) * size / 32)
     if rng.random() < mix.low_res:

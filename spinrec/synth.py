@@ -41,7 +41,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from spinrec.charset import Charset
 from spinrec.preprocess import load as load_gray, normalize
-from spinrec.scene import SceneMix, luminance, scene_image
+from spinrec.scene import SceneMix, luminance, motion_kernel, scene_image
 
 FONT_DIRS = ("/usr/share/fonts",)
 WORD_LIST = "/usr/share/dict/words"
@@ -309,11 +309,7 @@ def _degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 1.2) * h / 32)
     elif rng.random() < 0.1:
         k = int(rng.integers(2, max(3, h // 14) + 1))
-        kernel = np.zeros((k, k), np.float32)
-        kernel[k // 2] = 1.0 / k
-        rot = cv2.getRotationMatrix2D(((k - 1) / 2, (k - 1) / 2), rng.uniform(0, 180), 1.0)
-        kernel = cv2.warpAffine(kernel, rot, (k, k))
-        image = cv2.filter2D(image, -1, kernel / max(kernel.sum(), 1e-6))
+        image = cv2.filter2D(image, -1, motion_kernel(k, rng.uniform(0, 180)))
     if rng.random() < 0.3:
         scale = rng.uniform(0.35, 0.8)
         small = cv2.resize(image, (max(4, int(w * scale)), max(4, int(h * scale))), interpolation=cv2.INTER_AREA)

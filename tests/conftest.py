@@ -7,9 +7,11 @@ import math
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,16 @@ def render_word(word: str, fmt: str = ".png", scale: float = 0.9, thickness: int
     ok, data = cv2.imencode(fmt, image)
     assert ok
     return data.tobytes()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` in a few dozen bytes (a decompression bomb's header)."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="session")

@@ -149,3 +149,47 @@ def test_evaluate_with_an_unreachable_server_exits_2(word_images, tmp_path, caps
     url = f"127.0.0.1:{free_port()}"
     assert evaluate_main([_word_lmdb(tmp_path / "lmdb", word_images), "--server", url]) == 2
     assert f"cannot reach Triton at {url} over grpc" in capsys.readouterr().err
+
+
+def _ensemble_requests(server) -> int:
+    with server.client() as client:
+        stats = client.get_inference_statistics("spin_ocr")["model_stats"][0]
+    return int(stats["inference_stats"]["success"]["count"])
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_bad_images_cost_no_extra_round_trips(triton_server, protocol, word_images, bad_images):
+    items = [(f"w{i}", data) for i, data in enumerate(word_images[:6])] + [(k, v) for k, v in sorted(bad_images.items())]
+    before = _ensemble_requests(triton_server)
+    results = OcrClient(triton_server.url(protocol), protocol, batch_size=5, concurrency=2).recognize(items)
+    assert _ensemble_requests(triton_server) - before == 2  # ceil(10 / 5): nothing re-sent
+    assert [r.ok for r in results] == [True] * 6 + [False] * 4
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_batch_size_above_the_servers_is_clamped_with_a_warning(triton_server, protocol, word_images):
+    from spinrec.client.ocr import BatchSizeClamped
+
+    client = OcrClient(triton_server.url(protocol), protocol, batch_size=100)
+    items = [(f"w{i % len(word_images)}", word_images[i % len(word_images)]) for i in range(130)]
+    before = _ensemble_requests(triton_server)
+    with pytest.warns(BatchSizeClamped, match="batch size 100 is above spin_ocr's max_batch_size 64"):
+        results = client.recognize(items)
+    assert client.batch_size == 64 and all(r.ok for r in results)
+    assert _ensemble_requests(triton_server) - before == 3  # 64 + 64 + 2
+
+
+def test_cli_marks_flagged_images_and_exits_1(triton_server, tmp_path, word_images):
+    import cv2
+
+    (tmp_path / "a_word.png").write_bytes(word_images[0])
+    cv2.imwrite(str(tmp_path / "b_blank.png"), np.full((40, 120), 255, np.uint8))
+    done = run_cli("-u", triton_server.http_url, "-b", "200", str(tmp_path))
+    assert done.returncode == 1, done.stderr.decode()
+    lines = [line.split("\t") for line in done.stdout.decode().splitlines()]
+    assert len(lines[0]) == 3 and lines[1][3].startswith("FLAG: blank: ")
+    err = done.stderr.decode()
+    assert "client: warning: batch size 200 is above spin_ocr's max_batch_size 64" in err
+    assert "2/2 images read, 1 flagged" in err and "batch 64" in err
+    # Without the flagged image everything is read: exit 0.
+    assert run_cli("-u", triton_server.http_url, str(tmp_path / "a_word.png")).returncode == 0

@@ -1,10 +1,15 @@
 """End to end through a real tritonserver (HTTP and gRPC): the ``spin_ocr`` ensemble against the
-in-process PyTorch reference, batching, per-request failures, metadata and configs."""
+in-process PyTorch reference, batching, per-image errors and flags, whole-request failures, custom
+metrics, metadata and configs."""
 
 from __future__ import annotations
 
+import re
+import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
@@ -30,19 +35,24 @@ def _api(protocol):
     return api
 
 
-def infer(server, protocol: str, images: list[bytes], char_probs: bool = False):
-    """One request carrying ``images``: ``(texts, confidences, char_probs or None)``; raises the server's error."""
+def infer(server, protocol: str, images: list[bytes], char_probs: bool = False, outcomes: bool = False, request_id: str = ""):
+    """One request carrying ``images``: ``(texts, confidences, char_probs or None)``, plus the per-image
+    ``(errors, flags)`` (None where empty) with ``outcomes``; raises the server's error."""
     api = _api(protocol)
     data = np.empty((len(images), 1), dtype=object)
     data[:, 0] = images
     request = api.InferInput("IMAGE", list(data.shape), "BYTES")
     request.set_data_from_numpy(data)
-    names = ["TEXT", "CONFIDENCE"] + (["CHAR_PROBS"] if char_probs else [])
+    names = ["TEXT", "CONFIDENCE"] + (["CHAR_PROBS"] if char_probs else []) + (["ERROR", "FLAG"] if outcomes else [])
     with server.client(protocol) as client:
-        result = client.infer("spin_ocr", [request], outputs=[api.InferRequestedOutput(n) for n in names])
+        result = client.infer("spin_ocr", [request], outputs=[api.InferRequestedOutput(n) for n in names], request_id=request_id)
     texts = [t.decode("utf-8") for t in result.as_numpy("TEXT").reshape(-1)]
     probs = result.as_numpy("CHAR_PROBS") if char_probs else None
-    return texts, result.as_numpy("CONFIDENCE").reshape(-1), probs
+    answer = (texts, result.as_numpy("CONFIDENCE").reshape(-1), probs)
+    if outcomes:
+        errors, flags = ([v.decode("utf-8") or None for v in result.as_numpy(n).reshape(-1)] for n in ("ERROR", "FLAG"))
+        answer += (errors, flags)
+    return answer
 
 
 def concurrently(fn, args_list, workers: int = 8):
@@ -95,28 +105,123 @@ def test_single_batched_and_concurrent_requests_agree(triton_server, protocol, w
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("kind", sorted(BAD_REASONS))
-def test_bad_image_fails_only_its_request(triton_server, protocol, kind, bad_images, word_images, expected):
+def test_bad_image_request_gets_its_error_among_good_ones(triton_server, protocol, kind, bad_images, word_images, expected):
     # The bad request travels among good ones, so the server batches it with them.
     requests = [[image] for image in word_images[:6]]
     requests.insert(3, [bad_images[kind]])
-    outcomes = concurrently(lambda images: infer(triton_server, protocol, images), [(r,) for r in requests])
+    outcomes = concurrently(lambda images: infer(triton_server, protocol, images, outcomes=True), [(r,) for r in requests])
 
-    error = outcomes.pop(3)
-    assert isinstance(error, InferenceServerException), f"{kind} image was accepted"
-    assert BAD_REASONS[kind] in error.message() and "IMAGE[0]" in error.message()
+    texts, confidences, _, errors, flags = outcomes.pop(3)
+    assert BAD_REASONS[kind] in errors[0] and flags == [None]
+    assert texts == [""] and confidences.tolist() == [0.0], "a refused image must not read as text"
     assert [o[0][0] for o in outcomes] == [r.text for r in expected[:6]]
+    assert all(o[3] == [None] for o in outcomes)
     assert triton_server.ready()
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_bad_image_inside_a_batched_request_is_named(triton_server, protocol, bad_images, word_images, expected):
-    with pytest.raises(InferenceServerException) as err:
-        infer(triton_server, protocol, [word_images[0], bad_images["not_an_image"], word_images[1]])
-    assert "IMAGE[1]" in err.value.message() and BAD_REASONS["not_an_image"] in err.value.message()
-    assert "IMAGE[0]" not in err.value.message() and "IMAGE[2]" not in err.value.message()
-    texts, _, _ = infer(triton_server, protocol, word_images[:2])
-    assert texts == [r.text for r in expected[:2]]
+def test_mixed_batch_returns_every_outcome_in_one_response(triton_server, protocol, bad_images, word_images, expected):
+    kinds = sorted(BAD_REASONS)
+    images = list(word_images[:4])
+    for j, kind in enumerate(kinds):
+        images.insert(2 * j + 1, bad_images[kind])
+    bad_rows = {2 * j + 1: kind for j, kind in enumerate(kinds)}
+    texts, confidences, char_probs, errors, flags = infer(triton_server, protocol, images, char_probs=True, outcomes=True)
+
+    good = [i for i in range(len(images)) if i not in bad_rows]
+    assert [texts[i] for i in good] == [r.text for r in expected[:4]]
+    np.testing.assert_allclose([confidences[i] for i in good], [r.confidence for r in expected[:4]], rtol=0, atol=CONF_TOL)
+    assert all(errors[i] is None and flags[i] is None for i in good)
+    for i, kind in bad_rows.items():
+        assert BAD_REASONS[kind] in errors[i], (kind, errors[i])
+        assert texts[i] == "" and confidences[i] == 0 and not char_probs[i].any()
+
+
+@pytest.mark.parametrize("output", ["ERROR", "FLAG", "TEXT"])
+def test_any_one_output_can_be_asked_for_alone(triton_server, output, bad_images, word_images, expected):
+    api = _api("http")
+    request = _request(api, np.array([[word_images[0]], [bad_images["empty"]]], dtype=object), "BYTES")
+    with triton_server.client() as client:
+        values = client.infer("spin_ocr", [request], outputs=[api.InferRequestedOutput(output)]).as_numpy(output).reshape(-1)
+    want = {"ERROR": [b"", b"empty image: 0 bytes"], "FLAG": [b"", b""], "TEXT": [expected[0].text.encode(), b""]}
+    assert values.tolist() == want[output]
+
+
+def _request(api, data: np.ndarray, dtype: str, name: str = "IMAGE"):
+    request = api.InferInput(name, list(data.shape), dtype)
+    request.set_data_from_numpy(data)
+    return request
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_request_malformed_as_a_whole_gets_tritons_error(triton_server, protocol, word_images):
+    api = _api(protocol)
+    too_many = np.array([[word_images[0]]] * 65, dtype=object)
+    malformed = {
+        "batch above max_batch_size": ([_request(api, too_many, "BYTES")], "batch-size must be <= 64"),
+        "wrong datatype": ([_request(api, np.zeros((1, 1), np.float32), "FP32")], "data-type|datatype"),
+        "wrong input name": ([_request(api, too_many[:1], "BYTES", "PIXELS")], "unexpected inference input .PIXELS."),
+        "wrong shape": ([_request(api, np.array([[word_images[0]] * 2], dtype=object), "BYTES")], "shape"),
+    }
+    with triton_server.client(protocol) as client:
+        for what, (inputs, message) in malformed.items():
+            with pytest.raises(InferenceServerException, match=message):
+                client.infer("spin_ocr", inputs)
     assert triton_server.ready()
+
+
+def _degenerate_images() -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+
+    def png(array):
+        return cv2.imencode(".png", array)[1].tobytes()
+
+    return {
+        "tiny": png(np.zeros((1, 1), np.uint8)),
+        "aspect_ratio": png(rng.integers(0, 256, (20, 2000), dtype=np.uint8)),
+        "blank": png(np.full((40, 120), 200, np.uint8)),
+    }
+
+
+def scrape(server) -> dict[tuple[str, frozenset], float]:
+    """Triton's metrics endpoint (Prometheus text format): ``{(name, {(label, value)}): value}``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    samples = {}
+    for m in re.finditer(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", text, re.M):
+        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m[2] or ""))
+        samples[(m[1], labels)] = float(m[3])
+    return samples
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_degenerate_images_are_flagged_and_counted(triton_server, protocol, word_images, bad_images):
+    from spinrec.contract import FLAGGED_METRIC, REJECTED_METRIC
+
+    degenerate = _degenerate_images()
+    before = scrape(triton_server)
+    images = [word_images[0], *degenerate.values(), bad_images["empty"], bad_images["oversized"], bad_images["empty"]]
+    texts, _, _, errors, flags = infer(triton_server, protocol, images, outcomes=True, request_id=f"degenerate-{protocol}")
+    after = scrape(triton_server)
+
+    assert flags[0] is None and errors[0] is None
+    for i, kind in enumerate(degenerate, start=1):
+        assert flags[i].startswith(f"{kind}: ") and errors[i] is None
+    assert errors[4:] == [errors[4], errors[5], errors[4]] and all(errors[4:])
+
+    def delta(metric, **labels):
+        key = (metric, frozenset({"model": "spin_preprocess", **labels}.items()))
+        return after[key] - before[key]  # every reason and flag is exported from the start, at 0
+
+    assert {k: delta(FLAGGED_METRIC, flag=k) for k in degenerate} == {k: 1 for k in degenerate}
+    assert delta(REJECTED_METRIC, reason="empty") == 2 and delta(REJECTED_METRIC, reason="too_many_pixels") == 1
+    assert delta(REJECTED_METRIC, reason="corrupt") == 0
+    # Each rejection is logged once, with the request id (the stub's log reaches the file asynchronously).
+    deadline = time.monotonic() + 10
+    while len(logged := re.findall(rf"request degenerate-{protocol} IMAGE\[(\d)\] rejected \((\w+)\)", triton_server.log_tail(400))) < 3:
+        assert time.monotonic() < deadline, triton_server.log_tail(20)
+        time.sleep(0.2)
+    assert logged == [("4", "empty"), ("5", "too_many_pixels"), ("6", "empty")]
 
 
 def _metadata(server, protocol, model):
@@ -138,6 +243,8 @@ def test_metadata_and_configs_match_clients(triton_server, protocol):
         "TEXT": ("BYTES", [-1, 1]),
         "CONFIDENCE": ("FP32", [-1, 1]),
         "CHAR_PROBS": ("FP32", [-1, -1]),
+        "ERROR": ("BYTES", [-1, 1]),
+        "FLAG": ("BYTES", [-1, 1]),
     }
     assert config["platform"] == "ensemble" and int(config["max_batch_size"]) == 64
     steps = [s["model_name"] for s in config["ensemble_scheduling"]["step"]]

@@ -298,3 +298,71 @@ def test_script_families_are_kept_apart_and_split_like_the_others():
     assert not {f.family for f in scripts} & {f.family for f in discover_fonts(split="all")}
     train = {f.family for f in discover_fonts(split="train", scripts=True)}
     assert all(not family_is_heldout(f, 0.2) for f in train)
+
+
+def test_synth_data_tools_write_the_sheet_and_the_speed_record(tmp_path):
+    from perf import synth_data
+
+    assert synth_data.main(["sheet", "--count", "3", "--columns", "2", "--out", str(tmp_path / "sheet.png")]) == 0
+    sheet = cv2.imread(str(tmp_path / "sheet.png"))
+    assert sheet is not None and sheet.shape[1] > 2 * sheet.shape[0]  # two panels of 2 columns, 2 rows each
+    assert synth_data.main(["speed", "--rounds", "1", "--chunk", "2", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "speed.json").read_text())
+    assert set(record["images_per_s_median"]) == {"plain", "scene"} and record["scene_over_plain"] > 0
+
+
+def test_natural_backgrounds_are_photo_crops_weaker_than_the_text_contrast():
+    assert len(scene.photos()) == len(list(scene.PHOTO_DIR.glob("*.jpg"))) >= 5
+    assert (scene.PHOTO_DIR / "SOURCES.md").exists()
+    bg, fg = np.float32([120, 120, 120]), np.float32([250, 250, 250])
+    for seed in range(5):
+        image = scene.background(40, 160, bg, fg, np.random.default_rng(seed), _only(natural=1.0), 30, lambda rng, h: np.zeros((h, h), np.uint8))
+        assert image.shape == (40, 160, 3) and image.dtype == np.float32
+        detail = image - bg
+        assert detail.std() > 2, "a photo crop should add structure"
+        assert np.percentile(np.abs(detail), 95) < 0.6 * (250 - 120), "the photo must stay weaker than the text's contrast"
+
+
+def test_plain_share_and_script_share_pick_the_renderer_and_the_fonts(monkeypatch):
+    calls = []
+    monkeypatch.setattr(synth, "render", lambda text, path, rng: calls.append(("plain", path)) or np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.setattr(synth, "scene_image", lambda *a, **k: calls.append(("scene", None)) or np.zeros((8, 8, 3), np.uint8))
+    for share, expected in ((1.0, "plain"), (0.0, "scene")):
+        calls.clear()
+        source = WordImages(SynthConfig(split="train", mix=dataclasses.replace(SceneMix(), plain=share)))
+        for i in range(10):
+            source.sample(6, i)
+        assert [kind for kind, _ in calls] == [expected] * 10
+    scripts = WordImages(SynthConfig(split="train", mix=_only(script_font=1.0)))
+    used = []
+    monkeypatch.setattr(scripts, "_scene", lambda text, font, rng: used.append(font) or np.zeros((8, 8, 3), np.uint8))
+    for i in range(10):
+        scripts.sample(6, i)
+    assert used and all(font in scripts.scripts for font in used)
+
+
+def test_perspective_makes_the_rectangle_a_general_quadrilateral():
+    layers = np.repeat(_bar(90, 300)[:, :, None], 4, axis=2)
+    fills = []
+    for seed in range(10):
+        warped = scene.perspective(layers, np.random.default_rng(seed), _only(perspective=1.0), 30)[:, :, 0]
+        contour = cv2.findNonZero((warped > 128).astype(np.uint8))
+        (_, (w, h), _) = cv2.minAreaRect(contour)
+        fills.append(len(contour) / (w * h))
+    assert min(fills) < 0.95, "some forced perspectives should no longer be a (rotated) rectangle"
+
+
+def test_square_crop_around_a_short_word():
+    layers = np.repeat(_bar(90, 110)[:, :, None], 4, axis=2)
+    for seed in range(5):
+        out = scene.crop(layers, np.random.default_rng(seed), _only(square_crop=1.0), 30)
+        assert abs(out.shape[0] - out.shape[1]) <= 1 and (out[:, :, scene.TARGET] == 255).any()
+
+
+def test_clutter_adds_sharp_shapes_to_a_smooth_background():
+    bg, fg = np.float32([40, 40, 40]), np.float32([230, 230, 230])
+    edges = lambda im: float(np.abs(cv2.Laplacian(im.mean(2), cv2.CV_32F)).mean())  # noqa: E731
+    blank = lambda rng, h: np.zeros((h, h), np.uint8)  # noqa: E731
+    smooth = [edges(scene.background(48, 160, bg, fg, np.random.default_rng(s), NONE, 30, blank)) for s in range(6)]
+    cluttered = [edges(scene.background(48, 160, bg, fg, np.random.default_rng(s), _only(clutter=1.0), 30, blank)) for s in range(6)]
+    assert max(smooth) < 0.5 and np.median(cluttered) > 2 * max(max(smooth), 0.1)

@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 import time
+import warnings
 
-from spinrec.inputs import collect
-from spinrec.client.ocr import MODEL, PROTOCOLS, ClientError, OcrClient
+from spinrec.client.ocr import MODEL, PROTOCOLS, BatchSizeClamped, ClientError, OcrClient, Result
 from spinrec.client.resilience import RetryPolicy
+from spinrec.inputs import collect
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -26,7 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default: 127.0.0.1:8000 for http, :8001 for grpc)",
     )
     parser.add_argument("-m", "--model", default=MODEL)
-    parser.add_argument("-b", "--batch-size", type=int, default=16, help="images per request (default: %(default)s)")
+    parser.add_argument("-b", "--batch-size", type=int, default=16, help="images per request, at most the server's max_batch_size (default: %(default)s)")
     parser.add_argument("-c", "--concurrency", type=int, default=4, help="requests in flight (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per attempt of a request (default: %(default)s)")
     parser.add_argument(
@@ -34,7 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="retries of a request that found no server or an unavailable one, on the next endpoint (default: %(default)s; 0: none)",
     )
     parser.add_argument("--retry-backoff", type=float, default=0.05, help="seconds before the first retry, doubling up to 2 s, jittered (default: %(default)s)")
-    parser.add_argument("--json", action="store_true", help="JSON lines: path, text, confidence, latency_ms (or error)")
+    parser.add_argument("--json", action="store_true", help="JSON lines: path, text, confidence, latency_ms, flag if any (or error)")
     parser.add_argument("--char-probs", action="store_true", help="with --json: add each character's probability")
     args = parser.parse_args(argv)
     if not args.images and not args.list:
@@ -45,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 all images read, 1 some failed, 2 nothing could be read (server/model/arguments)."""
+    """Exit status: 0 every image read and none flagged; 1 some image failed or was flagged (degenerate:
+    its reading is doubtful); 2 nothing could be read (server, model or arguments)."""
     args = parse_args(argv)
     specs = list(args.images)
     if args.list:
@@ -56,22 +58,32 @@ def main(argv: list[str] | None = None) -> int:
         retry = RetryPolicy(attempts=args.retries + 1, backoff=args.retry_backoff, attempt_timeout=args.timeout, deadline=None)
         client = OcrClient(args.url, args.protocol, args.model, args.batch_size, args.concurrency, args.timeout, args.char_probs, retry)
         start = time.perf_counter()
-        results = client.recognize(items)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", BatchSizeClamped)
+            results = client.recognize(items)
+        for w in caught:
+            print(f"client: warning: {w.message}", file=sys.stderr)
     except (ClientError, ValueError) as e:
         print(f"client: error: {e}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start
     for r in results:
-        if args.json:
-            print(json.dumps(r.to_dict(), ensure_ascii=False))
-        elif r.ok:
-            print(f"{r.path}\t{r.text}\t{r.confidence:.4f}")
-        else:
-            print(f"{r.path}\tERROR: {r.error}", file=sys.stderr)
-    failed = sum(not r.ok for r in results)
+        report(r, args.json)
+    failed, flagged = sum(not r.ok for r in results), sum(r.flagged for r in results)
     print(
-        f"client: {len(results) - failed}/{len(results)} images read in {elapsed:.2f} s "
-        f"({args.protocol}://{client.url}, batch {args.batch_size}, concurrency {args.concurrency})",
+        f"client: {len(results) - failed}/{len(results)} images read, {flagged} flagged, in {elapsed:.2f} s "
+        f"({args.protocol}://{client.url}, batch {client.batch_size}, concurrency {args.concurrency})",
         file=sys.stderr,
     )
-    return 1 if failed else 0
+    return 1 if failed or flagged else 0
+
+
+def report(r: Result, as_json: bool) -> None:
+    """One result: a JSON line, or ``path<TAB>text<TAB>confidence`` (``<TAB>FLAG: reason`` appended when
+    flagged) on stdout, ``path<TAB>ERROR: reason`` on stderr."""
+    if as_json:
+        print(json.dumps(r.to_dict(), ensure_ascii=False))
+    elif r.ok:
+        print(f"{r.path}\t{r.text}\t{r.confidence:.4f}" + (f"\tFLAG: {r.flag}" if r.flagged else ""))
+    else:
+        print(f"{r.path}\tERROR: {r.error}", file=sys.stderr)

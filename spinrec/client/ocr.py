@@ -1,9 +1,10 @@
 """Read word images with the ``spin_ocr`` ensemble of a Triton server, over HTTP or gRPC (asyncio).
 
-Images are sent ``batch_size`` per request with up to ``concurrency`` requests in flight. A request
-fails as a whole when one of its images is bad, so a failed batch is re-sent one image per request:
-the bad image gets the server's error, the others their readings. Unreachable servers and missing
-models raise :class:`ClientError` before anything is sent.
+Images are sent ``batch_size`` per request (at most the server's ``max_batch_size``) with up to
+``concurrency`` requests in flight. One response carries every image's outcome: its reading, or the
+server's per-image ``ERROR``, and a ``FLAG`` when the image is degenerate; only a request that fails as a
+whole fails all of its images. Unreachable servers and missing models raise :class:`ClientError` before
+anything is sent.
 """
 
 from __future__ import annotations
@@ -11,18 +12,19 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from spinrec.client.resilience import EndpointPool, RetriesExhausted, RetryPolicy, parse_urls
+from spinrec.client.resilience import EndpointPool, RetryPolicy, parse_urls
+from spinrec.contract import CHAR_PROBS, CONFIDENCE, ENSEMBLE as MODEL, ERROR, FLAG, IMAGE, TEXT
 
-MODEL = "spin_ocr"
 PROTOCOLS = {"http": "127.0.0.1:8000", "grpc": "127.0.0.1:8001"}
-# The ensemble's name and the row index of a one-image request only add noise to its error message.
-_NOISE = re.compile(r"^(\[\d+\] )?(in ensemble '[^']*', )?(IMAGE\[0\]: )?")
+# The HTTP status and the ensemble's name only add noise to an error message.
+_NOISE = re.compile(r"^(\[\d+\] )?(in ensemble '[^']*', )?")
 
 
 class ClientError(ConnectionError):
@@ -31,19 +33,25 @@ class ClientError(ConnectionError):
 
 @dataclass
 class Result:
-    """The reading of one image, or the error that image got. ``latency_ms`` is the round trip of the
-    request that carried it (shared by the images of one batch)."""
+    """The reading of one image, or the error that image got; ``flag`` says why a reading is doubtful
+    (a degenerate image: ``tiny: ...``, ``aspect_ratio: ...``, ``blank: ...``). ``latency_ms`` is the round
+    trip of the request that carried it (shared by the images of one batch)."""
 
     path: str
     text: str | None = None
     confidence: float | None = None
     char_probs: list[float] | None = None
     error: str | None = None
+    flag: str | None = None
     latency_ms: float | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def flagged(self) -> bool:
+        return self.flag is not None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -139,6 +147,22 @@ class OcrClient:
             raise ClientError(f"Triton at {self.url} answers but is not live")
         if not await self._client.is_model_ready(self.model):
             raise ClientError(f"model {self.model!r} is not ready on {self.url}; the server has: {await self._models()}")
+        self.clamp_batch_size(await self.max_batch_size())
+
+    async def max_batch_size(self) -> int:
+        """The served model's ``max_batch_size`` (0: the model does not batch, one image per request)."""
+        config = await self._client.get_model_config(self.model, **({"as_json": True} if self.protocol == "grpc" else {}))
+        config = config.get("config", config)  # gRPC wraps the config in a response message
+        return int(config.get("max_batch_size", 0))
+
+    def clamp_batch_size(self, limit: int) -> None:
+        """Lower ``batch_size`` to the server's ``limit``, warning (:class:`BatchSizeClamped`) when it was above."""
+        limit = max(limit, 1)
+        if self.batch_size > limit:
+            warnings.warn(BatchSizeClamped(
+                f"batch size {self.batch_size} is above {self.model}'s max_batch_size {limit} on {self.url}; sending {limit} per request"
+            ), stacklevel=2)
+            self.batch_size = limit
 
     async def _models(self) -> str:
         try:
@@ -149,37 +173,25 @@ class OcrClient:
         return ", ".join(f"{m.get('name')} ({m.get('state', 'UNKNOWN')})" for m in models) or "no models"
 
     async def _infer(self, paths: Sequence[str], images: Sequence[bytes]) -> list[Result]:
-        """One request; raises the server's error."""
+        """One request; raises the server's error when the request fails as a whole."""
         data = np.empty((len(images), 1), dtype=object)
         data[:, 0] = list(images)
-        request = self._sync.InferInput("IMAGE", list(data.shape), "BYTES")
+        request = self._sync.InferInput(IMAGE, list(data.shape), "BYTES")
         request.set_data_from_numpy(data)
-        names = ["TEXT", "CONFIDENCE"] + (["CHAR_PROBS"] if self.char_probs else [])
+        names = [TEXT, CONFIDENCE, ERROR, FLAG] + ([CHAR_PROBS] if self.char_probs else [])
         outputs = [self._sync.InferRequestedOutput(n) for n in names]
         timeout = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
         start = time.perf_counter()
         response = await self._client.infer(self.model, [request], outputs=outputs, **timeout)
         latency = (time.perf_counter() - start) * 1000
-        texts = response.as_numpy("TEXT").reshape(-1)
-        confidences = response.as_numpy("CONFIDENCE").reshape(-1)
-        probs = response.as_numpy("CHAR_PROBS") if self.char_probs else None
-        results = []
-        for i, path in enumerate(paths):
-            text = texts[i].decode("utf-8")
-            row = probs[i, : len(text)].tolist() if probs is not None else None
-            results.append(Result(path, text, float(confidences[i]), row, latency_ms=latency))
-        return results
+        return outcomes(paths, response, self.char_probs, latency)
 
     async def _batch(self, gate: asyncio.Semaphore, paths: Sequence[str], images: Sequence[bytes]) -> list[Result]:
         async with gate:
             try:
                 return await self._infer(paths, images)
             except Exception as e:
-                if len(images) == 1 or isinstance(e, RetriesExhausted):  # no server answered: not the images' fault
-                    return [Result(p, error=_message(e)) for p in paths]
-        # The gate is released before the one-image retries, which queue on it like any request.
-        singles = [self._batch(gate, [p], [b]) for p, b in zip(paths, images)]
-        return [r for rs in await asyncio.gather(*singles) for r in rs]
+                return [Result(p, error=_message(e)) for p in paths]
 
     async def recognize_async(self, items: Sequence[tuple[str, bytes | Exception]]) -> list[Result]:
         """``(path, encoded image or the error reading it)`` pairs -> one :class:`Result` each, in order."""
@@ -208,6 +220,28 @@ class OcrClient:
                 return await self.recognize_async(items)
 
         return asyncio.run(run())
+
+
+def outcomes(paths: Sequence[str], response, char_probs: bool, latency_ms: float) -> list[Result]:
+    """One :class:`Result` per row of a ``spin_ocr`` response: a reading, with its flag if any, or the
+    row's ``ERROR``."""
+    texts = [t.decode("utf-8") for t in response.as_numpy(TEXT).reshape(-1)]
+    confidences = response.as_numpy(CONFIDENCE).reshape(-1)
+    errors = [e.decode("utf-8") or None for e in response.as_numpy(ERROR).reshape(-1)]
+    flags = [f.decode("utf-8") or None for f in response.as_numpy(FLAG).reshape(-1)]
+    probs = response.as_numpy(CHAR_PROBS) if char_probs else None
+    results = []
+    for i, path in enumerate(paths):
+        if errors[i] is not None:
+            results.append(Result(path, error=errors[i], latency_ms=latency_ms))
+            continue
+        row = probs[i, : len(texts[i])].tolist() if probs is not None else None
+        results.append(Result(path, texts[i], float(confidences[i]), row, flag=flags[i], latency_ms=latency_ms))
+    return results
+
+
+class BatchSizeClamped(UserWarning):
+    """The requested batch size was above the server's ``max_batch_size`` and was lowered to it."""
 
 
 class ServerReadError(RuntimeError):

@@ -3,8 +3,8 @@ re-exports one of these classes as ``TritonPythonModel``.
 
 Importable only inside Triton's Python stub (it provides ``triton_python_backend_utils``).
 Dynamic batching hands ``execute`` a list of requests, each with its own ``[b_i, ...]`` inputs: every
-model concatenates them, runs the stage once over the whole batch, and splits the result back, so one
-request's bad input fails that request only.
+model concatenates them, runs the stage once over the whole batch, and splits the result back. A bad
+image costs only its own row: the preprocessor reports it in that row's ``error`` and the others go on.
 """
 
 from __future__ import annotations
@@ -15,7 +15,17 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from spinrec.preprocess import preprocess_batch
+from spinrec.decoding import Reading
+from spinrec.preprocess import FLAGS, REJECTIONS, preprocess_outcomes
+from spinrec.contract import CHAR_PROBS, CONFIDENCE, ERROR, FLAG, FLAGGED_METRIC, IMAGE, REJECTED_METRIC, STEP_ERROR, STEP_FLAG, TEXT
+
+#: What the decoder returns for a row whose image was refused (the features of its all-zero image are noise).
+REFUSED = Reading("", 0.0, np.zeros(0, np.float32))
+
+
+def _strings(values) -> np.ndarray:
+    """Per-row messages (None: fine) -> a TYPE_STRING ``[N, 1]`` tensor, empty strings where fine."""
+    return np.array([[("" if v is None else str(v)).encode("utf-8")] for v in values], dtype=object).reshape(len(values), 1)
 
 
 class _StageModel:
@@ -60,26 +70,49 @@ class _StageModel:
 
 
 class PreprocessModel(_StageModel):
-    """``IMAGE`` (encoded bytes, ``[b,1]``) -> ``image`` (float32 ``[b,1,32,100]``); a request with an
-    undecodable image gets an INVALID_ARG error naming the row and the reason."""
+    """``IMAGE`` (encoded bytes, ``[b,1]``) -> ``image`` (float32 ``[b,1,32,100]``), ``error`` and ``flag``
+    (strings ``[b,1]``, which the decoder returns as ``ERROR`` and ``FLAG``: :mod:`spinrec.contract`).
+    A bad image gets an all-zero row and its reason in ``error``; the request and the other images go on. Every rejection is logged once, with the
+    request id, and counted in :data:`REJECTED_METRIC`; every flag in :data:`FLAGGED_METRIC`."""
 
     def setup(self) -> None:
         import cv2
+        from PIL import Image
 
         cv2.setNumThreads(self.int_param("threads", 1))
+        # spinrec.preprocess.MAX_PIXELS, checked on the same header, is the one pixel limit here; Pillow's
+        # larger one would otherwise refuse the biggest images first, without their size.
+        Image.MAX_IMAGE_PIXELS = None
+        # The families must outlive their metrics (the backend refuses to count into a deleted family).
+        self.families = (
+            pb_utils.MetricFamily(REJECTED_METRIC, "Images refused by the preprocessor, by reason", pb_utils.MetricFamily.COUNTER),
+            pb_utils.MetricFamily(FLAGGED_METRIC, "Images read but flagged as degenerate, by flag", pb_utils.MetricFamily.COUNTER),
+        )
+        self.rejected = {r: self.families[0].Metric({"model": self.name, "reason": r}) for r in REJECTIONS}
+        self.flagged = {f: self.families[1].Metric({"model": self.name, "flag": f}) for f in FLAGS}
 
     def execute(self, requests):
-        images, rows = self.gather(requests, "IMAGE")
-        batch, errors = preprocess_batch([bytes(row[0]) for row in images])
+        images, rows = self.gather(requests, IMAGE)
+        outcomes = preprocess_outcomes([bytes(row[0]) for row in images], capture_native_stderr=True)
         responses = []
-        for r in rows:
-            failed = [f"IMAGE[{i}]: {e}" for i, e in enumerate(errors[r]) if e is not None]
-            if failed:
-                error = pb_utils.TritonError("; ".join(failed), pb_utils.TritonError.INVALID_ARG)
-                responses.append(pb_utils.InferenceResponse(error=error))
-            else:
-                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("image", batch[r])]))
+        for request, r in zip(requests, rows):
+            errors, flags = outcomes.errors[r], outcomes.flags[r]
+            self.account(request, errors, flags)
+            tensors = [pb_utils.Tensor(STEP_ERROR, _strings(errors)), pb_utils.Tensor(STEP_FLAG, _strings(flags))]
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("image", outcomes.batch[r]), *tensors]))
         return responses
+
+    def account(self, request, errors, flags) -> None:
+        """Log and count one request's rejections and flags."""
+        request_id = request.request_id() or "(no id)"
+        for i, e in enumerate(errors):
+            if e is not None:
+                self.rejected[e.reason].increment(1)
+                pb_utils.Logger.log_warn(f"{self.name}: request {request_id} {IMAGE}[{i}] rejected ({e.reason}): {e}")
+        for i, f in enumerate(flags):
+            if f is not None:
+                self.flagged[f.split(":", 1)[0]].increment(1)
+                pb_utils.Logger.log_verbose(f"{self.name}: request {request_id} {IMAGE}[{i}] flagged: {f}")
 
 
 class EncoderModel(_StageModel):
@@ -104,7 +137,9 @@ class EncoderModel(_StageModel):
 
 
 class DecoderModel(_StageModel):
-    """``features`` -> ``TEXT``, ``CONFIDENCE`` and, for requests that ask for it, ``CHAR_PROBS``.
+    """``features``, ``error``, ``flag`` -> ``TEXT``, ``CONFIDENCE``, ``ERROR``, ``FLAG`` and, for requests that
+    ask for it, ``CHAR_PROBS``; rows whose image the preprocessor refused (``error`` not empty) read as empty
+    text, confidence 0.
 
     Parameter ``stop_at_eos``: ``true`` (default) keeps the characters before the first ``eos``;
     ``false`` is PaddleOCR's exact decoding (see :func:`spinrec.decoding.decode`).
@@ -146,11 +181,16 @@ class DecoderModel(_StageModel):
 
         features, rows = self.gather_device(requests) if self.device == "gpu" else self.gather(requests, "features")
         readings = self.decoder(features)
+        errors, _ = self.gather(requests, STEP_ERROR)
+        flags, _ = self.gather(requests, STEP_FLAG)
+        for i in np.flatnonzero([len(e[0]) > 0 for e in errors]):
+            readings[i] = REFUSED
         responses = []
         for request, r in zip(requests, rows):
             text, confidence, char_probs = pack_readings(readings[r])
-            outputs = [pb_utils.Tensor("TEXT", text), pb_utils.Tensor("CONFIDENCE", confidence)]
-            if "CHAR_PROBS" in request.requested_output_names():
-                outputs.append(pb_utils.Tensor("CHAR_PROBS", char_probs))
+            outputs = [pb_utils.Tensor(TEXT, text), pb_utils.Tensor(CONFIDENCE, confidence)]
+            outputs += [pb_utils.Tensor(ERROR, errors[r]), pb_utils.Tensor(FLAG, flags[r])]
+            if CHAR_PROBS in request.requested_output_names():
+                outputs.append(pb_utils.Tensor(CHAR_PROBS, char_probs))
             responses.append(pb_utils.InferenceResponse(outputs))
         return responses

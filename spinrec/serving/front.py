@@ -1,0 +1,99 @@
+"""HAProxy in front of Triton: refuses oversized requests before Triton receives them
+(``python -m spinrec.serving.front``).
+
+Why a proxy: Triton 2.51 (the server this project runs) has no request-size limit for HTTP or gRPC, and
+copies every request into the Python-backend shared memory of ``spin_preprocess`` before our byte limit
+(:data:`spinrec.preprocess.MAX_BYTES`) can refuse it; those regions grow with large requests and do not
+shrink (triton-inference-server/server#7481), so a stream of large requests grows the server without
+bound. The proxy forwards at most :data:`spinrec.preprocess.MAX_REQUEST_BYTES` per request: HTTP by its
+``Content-Length`` (413 before the body is read; no length, e.g. chunked, is refused with 400), gRPC by
+its buffered body (``tune.bufsize`` holds one request of the limit, so memory stays bounded by
+``maxconn`` x 2 buffers). Everything else passes through unchanged, TLS or authentication can be added on
+the same frontends (README "Security and limits").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from spinrec.preprocess import MAX_REQUEST_BYTES
+
+#: Buffer slack above the body limit for HTTP/2 framing and headers.
+_BUFFER_SLACK = 64 * 1024
+
+
+def haproxy_config(address: str, http_port: int, grpc_port: int, triton_http: str, triton_grpc: str,
+                   limit: int = MAX_REQUEST_BYTES, maxconn: int = 64) -> str:
+    """The HAProxy configuration: HTTP on ``address:http_port`` -> ``triton_http``, gRPC (h2c) on
+    ``address:grpc_port`` -> ``triton_grpc``, both refusing bodies over ``limit`` bytes."""
+    return f"""global
+    maxconn {maxconn}
+    tune.bufsize {limit + _BUFFER_SLACK}
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+frontend spin_http
+    bind {address}:{http_port}
+    http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {limit} }}
+    http-request deny deny_status 400 if {{ method POST }} !{{ req.hdr(content-length) -m found }}
+    default_backend triton_http
+frontend spin_grpc
+    bind {address}:{grpc_port} proto h2
+    option http-buffer-request
+    http-request deny deny_status 413 if {{ req.body_size gt {limit} }}
+    default_backend triton_grpc
+backend triton_http
+    server triton {triton_http}
+backend triton_grpc
+    server triton {triton_grpc} proto h2
+"""
+
+
+def haproxy_binary() -> str:
+    found = shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy", "/sbin/haproxy") if os.access(p, os.X_OK)), None)
+    if found is None:
+        raise FileNotFoundError("haproxy is not installed (Debian/Ubuntu: apt-get install haproxy)")
+    return found
+
+
+def start(config: str, directory: str) -> subprocess.Popen:
+    """HAProxy in the foreground on ``config`` (written into ``directory``), after checking it."""
+    path = os.path.join(directory, "haproxy.cfg")
+    with open(path, "w") as f:
+        f.write(config)
+    binary = haproxy_binary()
+    subprocess.run([binary, "-c", "-q", "-f", path], check=True)
+    return subprocess.Popen([binary, "-db", "-f", path])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spinrec.serving.front", description=__doc__.splitlines()[0])
+    parser.add_argument("--address", default="127.0.0.1", help="listen address (default: %(default)s; 0.0.0.0 to expose)")
+    parser.add_argument("--http-port", type=int, default=8080)
+    parser.add_argument("--grpc-port", type=int, default=8081)
+    parser.add_argument("--triton-http", default="127.0.0.1:8000", help="Triton's HTTP endpoint (default: %(default)s)")
+    parser.add_argument("--triton-grpc", default="127.0.0.1:8001", help="Triton's gRPC endpoint (default: %(default)s)")
+    parser.add_argument("--print-config", action="store_true", help="print the HAProxy configuration and exit")
+    args = parser.parse_args(argv)
+    config = haproxy_config(args.address, args.http_port, args.grpc_port, args.triton_http, args.triton_grpc)
+    if args.print_config:
+        print(config, end="")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="spinrec-front-") as tmp:
+        proxy = start(config, tmp)
+        try:
+            return proxy.wait()
+        except KeyboardInterrupt:
+            proxy.terminate()
+            return proxy.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
