@@ -69,6 +69,16 @@ def _api(protocol: str):
     return sync, aio
 
 
+def image_input(api, images: Sequence[bytes]):
+    """The ensemble's ``IMAGE`` input carrying ``images``, one row each; ``api`` is ``tritonclient.http`` or
+    ``tritonclient.grpc`` (or their ``aio`` modules' parents)."""
+    data = np.empty((len(images), 1), dtype=object)
+    data[:, 0] = list(images)
+    request = api.InferInput(IMAGE, list(data.shape), "BYTES")
+    request.set_data_from_numpy(data)
+    return request
+
+
 def _message(error: BaseException) -> str:
     text = error.message() if isinstance(error, InferenceServerException) else f"{type(error).__name__}: {error}"
     return _NOISE.sub("", text or str(error))
@@ -174,10 +184,7 @@ class OcrClient:
 
     async def _infer(self, paths: Sequence[str], images: Sequence[bytes]) -> list[Result]:
         """One request; raises the server's error when the request fails as a whole."""
-        data = np.empty((len(images), 1), dtype=object)
-        data[:, 0] = list(images)
-        request = self._sync.InferInput(IMAGE, list(data.shape), "BYTES")
-        request.set_data_from_numpy(data)
+        request = image_input(self._sync, images)
         names = [TEXT, CONFIDENCE, ERROR, FLAG] + ([CHAR_PROBS] if self.char_probs else [])
         outputs = [self._sync.InferRequestedOutput(n) for n in names]
         timeout = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
