@@ -123,7 +123,7 @@ class Predictor:
         return probs
 
 
-class Recognizer:
+class PaddleRecognizer:
     """Request bytes -> texts the way PaddleOCR's ``TextRecognizer`` reads SPIN, on a :class:`Predictor`."""
 
     def __init__(self, predictor: Predictor, charset: Charset | None = None):
@@ -143,13 +143,13 @@ class Recognizer:
         return [r.text for r in decode(self.predictor(self.preprocess(payloads)), self.charset, stop_at_eos=False)]
 
 
-def load(checkpoint: str | Path, threads: int = 2, charset: Charset | None = None) -> Recognizer:
+def load(checkpoint: str | Path, threads: int = 2, charset: Charset | None = None) -> PaddleRecognizer:
     """Export the checkpoint to a temporary directory and load it; the predictor keeps the model in memory."""
     with tempfile.TemporaryDirectory(prefix="spin_paddle_") as d:
-        return Recognizer(Predictor(export(checkpoint, d), threads), charset)
+        return PaddleRecognizer(Predictor(export(checkpoint, d), threads), charset)
 
 
-def optional(checkpoint: str | Path, threads: int = 2, charset: Charset | None = None) -> tuple[Recognizer | None, str | None]:
+def optional(checkpoint: str | Path, threads: int = 2, charset: Charset | None = None) -> tuple[PaddleRecognizer | None, str | None]:
     """:func:`load`, or None and the reason when Paddle is not installed or the reference cannot build the config."""
     try:
         import paddle  # noqa: F401
@@ -161,7 +161,7 @@ def optional(checkpoint: str | Path, threads: int = 2, charset: Charset | None =
         return None, str(e)
 
 
-def agreement(recognizer: Recognizer, model: SPIN, batch: np.ndarray) -> dict:
+def agreement(recognizer: PaddleRecognizer, model: SPIN, batch: np.ndarray) -> dict:
     """Paddle Inference vs spinrec's PyTorch model on ``batch`` ``[N, 1, 32, 100]``, both decoding all 26 steps
     (PaddleOCR's mode): largest absolute probability difference and equal decoded texts."""
     import torch
