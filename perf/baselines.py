@@ -23,30 +23,32 @@ from typing import Sequence
 
 import numpy as np
 
+from spinrec import contract
+
 
 def artifacts(repository: Path) -> dict[str, Path]:
     paths = {
-        "onnx": repository / "spin_encoder" / "1" / "model.onnx",
-        "checkpoint": repository / "spin_decoder" / "1" / "model.safetensors",
-        "charset": repository / "spin_decoder" / "1" / "charset.txt",
+        "onnx": repository / contract.ONNX,
+        "checkpoint": repository / contract.CHECKPOINT,
+        "charset": repository / contract.CHARSET,
     }
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"model repository not built ({', '.join(missing)} missing): python -m builders.build_repository")
+        raise FileNotFoundError(f"model repository not built ({', '.join(missing)} missing): python -m spinrec.repository")
     return paths
 
 
 class InProcessPipeline:
     """bytes -> texts with the server's stage code, no server. ``runtime``: one the served encoder offers
     (``openvino``, what configs/cpu.pbtxt serves, or ``onnxruntime``), or ``openvino_bf16`` (its bf16
-    precision option)."""
+    precision option); ``precision`` is the served encoder's (fp32, bf16, int8: :class:`~spinrec.serving.stages.OnnxEncoder`)."""
 
-    def __init__(self, repository: Path, threads: int = 2, runtime: str = "openvino", stop_at_eos: bool = True):
+    def __init__(self, repository: Path, threads: int = 2, runtime: str = "openvino", stop_at_eos: bool = True, precision: str = "fp32"):
         from spinrec.charset import Charset
         from spinrec.serving.stages import HeadDecoder, OnnxEncoder
 
         paths = artifacts(repository)
-        runtime, precision = ("openvino", "bf16") if runtime == "openvino_bf16" else (runtime, "fp32")
+        runtime, precision = ("openvino", "bf16") if runtime == "openvino_bf16" else (runtime, precision)
         self.encoder = OnnxEncoder(paths["onnx"], threads, runtime, precision)
         self.decoder = HeadDecoder(paths["checkpoint"], Charset.from_file(str(paths["charset"])), stop_at_eos)
 

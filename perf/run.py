@@ -40,10 +40,11 @@ from tqdm import tqdm  # noqa: E402
 
 from perf import analyzer, data, report  # noqa: E402
 from perf.machine import machine_record, server_memory  # noqa: E402
+from spinrec import contract  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPOSING = ("spin_preprocess", "spin_encoder", "spin_decoder")
-ENSEMBLE = "spin_ocr"
+COMPOSING = (contract.PREPROCESS, contract.ENCODER, contract.DECODER)
+ENSEMBLE = contract.ENSEMBLE
 
 
 def _ints(s: str) -> list[int]:
@@ -73,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--level-timeout", type=float, default=240, help="seconds per perf_analyzer run (default %(default)s)")
     p.add_argument("--soak-seconds", type=float, default=0, help="after the sweep, hold the best gRPC concurrency this long sampling memory (issue: 600)")
     p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--precisions", default="", help="also time these encoder precisions in process, interleaved (e.g. fp32,bf16,int8; "
+                   "int8 needs a repository built with --int8): precisions.md in OUT (perf.precisions)")
     p.add_argument("--threads", type=int, default=2, help="thread budget of the in-process baselines (the server's encoder threads)")
     p.add_argument("--baseline-rounds", type=int, default=16, help="timed batch-1 calls per baseline; batch 32 gets a quarter")
     return p.parse_args(argv)
@@ -141,13 +144,13 @@ def make_inputs(samples: list[data.Sample], repository: Path, raw: Path, threads
     from perf.runtimes import ort_encoder
 
     paths = {ENSEMBLE: data.write_input_data(raw / "input_image_bytes.json", data.input_data([s.data for s in samples]))}
-    paths["spin_preprocess"] = paths[ENSEMBLE]
+    paths[contract.PREPROCESS] = paths[ENSEMBLE]
     images, errors = preprocess_batch([s.data for s in samples[:16]])
     if any(errors):
         raise RuntimeError(f"rendered images failed to preprocess: {errors}")
-    paths["spin_encoder"] = data.write_input_data(raw / "input_encoder.json", data.tensor_input_data(list(images), "image"))
-    features = ort_encoder(repository / "spin_encoder" / "1" / "model.onnx", threads)(images)
-    paths["spin_decoder"] = data.write_input_data(raw / "input_decoder.json", data.tensor_input_data(list(features), "features"))
+    paths[contract.ENCODER] = data.write_input_data(raw / "input_encoder.json", data.tensor_input_data(list(images), contract.ENCODER_INPUT))
+    features = ort_encoder(repository / contract.ONNX, threads)(images)
+    paths[contract.DECODER] = data.write_input_data(raw / "input_decoder.json", data.tensor_input_data(list(features), contract.ENCODER_OUTPUT))
     return paths
 
 
@@ -311,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
     try:
-        record = json.loads((args.model_repository / "build.json").read_text())
+        record = json.loads((args.model_repository / contract.RECORD).read_text())
         run["weights"] = record.get("identity")
     except (OSError, ValueError):
         run["weights"] = "unknown (no build.json)"
@@ -335,6 +338,13 @@ def main(argv: list[str] | None = None) -> int:
             print("perf: paired server vs in-process (latency overhead, throughput ratio)", file=sys.stderr)
             run["paired"] = paired.measure(InProcessPipeline(args.model_repository, args.threads), args.grpc_url,
                                            [s.data for s in samples], args.baseline_rounds + 8, max(2, args.baseline_rounds // 4))
+        if args.precisions:
+            from perf import precisions
+
+            print(f"perf: encoder precisions {args.precisions} in process", file=sys.stderr)
+            run["precisions"] = precisions.measure(args.model_repository, [s.data for s in samples], args.precisions.split(","),
+                                                   args.threads, max(2, args.baseline_rounds // 2))
+            precisions.write(run["precisions"], out)
         levels = sweep(args, binary, inputs, raw, memory_port)
         run["levels"] = [lv.__dict__ for lv in levels]
         run["memory"]["after_sweep"] = server_memory(memory_port)

@@ -5,7 +5,7 @@ of its own, then ``python -m perf.run --launch --launch-repository DIR`` measure
 
 The variant links the built artifacts (same weights), copies the configs and rewrites only what the
 options name: the encoder runtime (ONNX Runtime as served / without pool spinning / OpenVINO fp32 or
-bf16), instance counts, threads and dynamic-batching delays. Variant model files live in the variant folder
+bf16) and precision (fp32 / bf16 / int8), instance counts, threads and dynamic-batching delays. Variant model files live in the variant folder
 and subclass the served models (:mod:`spinrec.serving.triton`), so everything else is the served code.
 """
 
@@ -15,6 +15,8 @@ import argparse
 import re
 import shutil
 from pathlib import Path
+
+from spinrec.serving.stages import PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +60,7 @@ SERVED_RUNTIMES = ("onnxruntime", "openvino")
 def build_variant(source: Path, out: Path, encoder: str = "served", encoder_instances: int | None = None,
                   encoder_threads: int | None = None, preprocess_instances: int | None = None, decoder_instances: int | None = None,
                   encoder_delay_us: int | None = None, decoder_delay_us: int | None = None,
-                  preprocess_delay_us: int | None = None) -> Path:
+                  preprocess_delay_us: int | None = None, encoder_precision: str | None = None) -> Path:
     if out.exists():
         shutil.rmtree(out)
     for path in source.rglob("*"):
@@ -81,6 +83,8 @@ def build_variant(source: Path, out: Path, encoder: str = "served", encoder_inst
     elif encoder != "served":
         (out / "spin_encoder" / "1" / "encoder_variant.py").write_text(ENCODER_MODEL)
         text = _set(text, r'default_model_filename: "[^"]*"', 'default_model_filename: "encoder_variant.py"')
+    if encoder_precision is not None:  # int8 needs the INT8 encoders in the source (build_repository --int8)
+        text = _set_param(text, "precision", encoder_precision)
     if encoder_threads is not None:
         text = _set_param(text, "threads", str(encoder_threads))
     enc_cfg.write_text(_set_batching(text, encoder_instances, encoder_delay_us))
@@ -95,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path)
     p.add_argument("--source", type=Path, default=ROOT / "model_repository")
     p.add_argument("--encoder", choices=("served", *SERVED_RUNTIMES, "ort_nospin", "openvino_bf16"), default="served")
+    p.add_argument("--encoder-precision", choices=PRECISIONS)
     p.add_argument("--encoder-instances", type=int)
     p.add_argument("--encoder-threads", type=int)
     p.add_argument("--preprocess-instances", type=int)
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preprocess-delay-us", type=int)
     a = p.parse_args(argv)
     out = build_variant(a.source, a.out, a.encoder, a.encoder_instances, a.encoder_threads, a.preprocess_instances,
-                        a.decoder_instances, a.encoder_delay_us, a.decoder_delay_us, a.preprocess_delay_us)
+                        a.decoder_instances, a.encoder_delay_us, a.decoder_delay_us, a.preprocess_delay_us, a.encoder_precision)
     print(out)
     return 0
 

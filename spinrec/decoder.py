@@ -32,11 +32,6 @@ _KEYS = (
 )
 
 
-def _sigmoid(xp, x):
-    # Written with tanh: exp(-x) overflows float32 for x < -88, tanh saturates instead.
-    return 0.5 * (xp.tanh(0.5 * x) + 1.0)
-
-
 def _softmax(xp, x, axis: int):
     e = xp.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
@@ -57,22 +52,27 @@ class AttentionDecoder:
         if missing:
             raise KeyError(f"head weights missing: {', '.join(missing)}")
         self.max_steps = max_steps
+        hd = get["attention_cell.h2h.weight"].shape[0]
+        w_ih = get["attention_cell.rnn.weight_ih"]
+        channels = get["attention_cell.i2h.weight"].shape[1]
+        self.hidden_size = hd
         self.w_i2h = get["attention_cell.i2h.weight"].T.copy()  # [C, Hd]
-        self.w_h2h = get["attention_cell.h2h.weight"].T.copy()  # [Hd, Hd]
         self.b_h2h = get["attention_cell.h2h.bias"]
         self.w_score = get["attention_cell.score.weight"][0]  # [Hd]
-        w_ih = get["attention_cell.rnn.weight_ih"]
-        channels = self.w_i2h.shape[0]
-        self.w_ctx = w_ih[:, :channels].T.copy()  # [C, 4 Hd]
+        # The LSTM's input, forget and output gates are sigmoids, written 0.5 * (tanh(x / 2) + 1): halving their
+        # columns here (exact in binary floating point) lets one tanh over all four gates serve every step.
+        half = np.ones(4 * hd, np.float32)
+        half[: 2 * hd] = half[3 * hd :] = 0.5
+        self.w_ctx = w_ih[:, :channels].T * half  # [C, 4 Hd]
         # one_hot(y) @ W_emb^T is a row of W_emb^T: fold both LSTM biases into that table once.
-        self.emb = (w_ih[:, channels:].T + get["attention_cell.rnn.bias_ih"] + get["attention_cell.rnn.bias_hh"]).astype(np.float32)
-        self.w_hh = get["attention_cell.rnn.weight_hh"].T.copy()  # [Hd, 4 Hd]
+        self.emb = (w_ih[:, channels:].T + get["attention_cell.rnn.bias_ih"] + get["attention_cell.rnn.bias_hh"]) * half
+        # Both products of the previous hidden state in one matrix product: [h2h | LSTM hidden weights].
+        self.w_h = np.concatenate([get["attention_cell.h2h.weight"].T, get["attention_cell.rnn.weight_hh"].T * half], axis=1)
         self.w_gen = get["generator.weight"].T.copy()  # [Hd, classes]
         self.b_gen = get["generator.bias"]
-        self.hidden_size = self.w_h2h.shape[0]
         self.xp = xp
-        for name in ("w_i2h", "w_h2h", "b_h2h", "w_score", "w_ctx", "emb", "w_hh", "w_gen", "b_gen"):
-            setattr(self, name, xp.asarray(getattr(self, name)))
+        for name in ("w_i2h", "b_h2h", "w_score", "w_ctx", "emb", "w_h", "w_gen", "b_gen"):
+            setattr(self, name, xp.ascontiguousarray(xp.asarray(getattr(self, name), dtype=xp.float32)))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, max_steps: int | None = None, xp=np) -> "AttentionDecoder":
@@ -89,8 +89,8 @@ class AttentionDecoder:
         return cls(state, max_steps, xp)
 
     def project(self, feats):
-        """``i2h(feats)``: ``[B, T, C]`` -> ``[B, T, Hd]``, constant over the decoding steps."""
-        return feats @ self.w_i2h
+        """``i2h(feats) + h2h.bias``: ``[B, T, C]`` -> ``[B, T, Hd]``, constant over the decoding steps."""
+        return feats @ self.w_i2h + self.b_h2h
 
     def __call__(self, feats, stop_at_eos: bool = True):
         """``[B, T, C]`` float32 features -> ``[B, S, classes]`` probabilities, S <= ``max_steps``
@@ -99,19 +99,23 @@ class AttentionDecoder:
         feats = xp.ascontiguousarray(feats, dtype=xp.float32)
         b = feats.shape[0]
         proj = self.project(feats)
-        h = xp.zeros((b, self.hidden_size), xp.float32)
+        hd = self.hidden_size
+        h = xp.zeros((b, hd), xp.float32)
         c = xp.zeros_like(h)
         y = xp.full(b, SOS_INDEX, dtype=xp.int64)
         done = xp.zeros(b, dtype=bool)
+        scores = xp.empty_like(proj)  # reused every step: the [B, T, Hd] tanh is the loop's largest array
         logits = []
-        hd = self.hidden_size
         for _ in range(self.max_steps):
-            e = xp.tanh(proj + (h @ self.w_h2h + self.b_h2h)[:, None, :]) @ self.w_score  # [B, T]
+            hw = h @ self.w_h  # [B, 5 Hd]: h2h(h), then the LSTM's hidden term
+            xp.add(proj, hw[:, None, :hd], out=scores)
+            e = xp.tanh(scores, out=scores) @ self.w_score  # [B, T]
             alpha = _softmax(xp, e, axis=1)
-            context = xp.einsum("bt,btc->bc", alpha, feats)
-            gates = context @ self.w_ctx + self.emb[y] + h @ self.w_hh
-            c = _sigmoid(xp, gates[:, hd : 2 * hd]) * c + _sigmoid(xp, gates[:, :hd]) * xp.tanh(gates[:, 2 * hd : 3 * hd])
-            h = _sigmoid(xp, gates[:, 3 * hd :]) * xp.tanh(c)
+            context = (alpha[:, None, :] @ feats)[:, 0]  # [B, C]
+            t = xp.tanh(context @ self.w_ctx + self.emb[y] + hw[:, hd:])  # i, f, o: tanh(x / 2); g: tanh(x)
+            sig = 0.5 * (t + 1.0)
+            c = sig[:, hd : 2 * hd] * c + sig[:, :hd] * t[:, 2 * hd : 3 * hd]
+            h = sig[:, 3 * hd :] * xp.tanh(c)
             z = h @ self.w_gen + self.b_gen
             logits.append(z)
             y = z.argmax(axis=1)

@@ -38,7 +38,7 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
-from spinrec.contract import ARTIFACTS, CHARSET, CHECKPOINT, ONNX, RECORD
+from spinrec.contract import ARTIFACTS, CHARSET, CHECKPOINT, INT8_FILES, ONNX, RECORD
 
 _DATA = Path(__file__).resolve().parent / "data"
 #: The configs and Python models (package data; in a checkout, a link to its model_repository/).
@@ -55,7 +55,7 @@ DEFAULT_OUTPUT = (
 UNTRAINED_SEED = 0
 
 # Never copied from the source tree: built per output.
-_BUILT_PATTERNS = ("*.onnx", "*.plan", "*.safetensors", "charset.txt", "build.json", "__pycache__", "*.tmp")
+_BUILT_PATTERNS = ("*.onnx", "*.plan", "*.safetensors", "model_int8.*", "charset.txt", "build.json", "__pycache__", "*.tmp")
 
 UNTRAINED_BANNER = """
 {bar}
@@ -127,11 +127,14 @@ def _place(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def build(output: Path = DEFAULT_OUTPUT, weights: Path | None = None, max_error: float | None = None, noise_factor: float | None = None) -> dict:
+def build(
+    output: Path = DEFAULT_OUTPUT, weights: Path | None = None, max_error: float | None = None, noise_factor: float | None = None, int8: bool = False
+) -> dict:
     """Build ``output`` from ``weights`` (see the module doc) and return the record written to build.json.
 
     ``max_error`` and ``noise_factor`` default to :data:`spinrec.onnx_export.ERROR_FLOOR` and
-    :data:`~spinrec.onnx_export.NOISE_FACTOR`."""
+    :data:`~spinrec.onnx_export.NOISE_FACTOR`. ``int8`` also writes the INT8 encoders
+    (:func:`spinrec.quantize.build_int8`) that precision ``int8`` serves."""
     from tqdm import tqdm
 
     weights = resolve_weights(weights)
@@ -184,6 +187,19 @@ def build(output: Path = DEFAULT_OUTPUT, weights: Path | None = None, max_error:
     os.replace(tmp, onnx_path)
     steps.update()
 
+    for name in INT8_FILES.values():  # an INT8 encoder of an earlier checkpoint must not outlive its float graph
+        for stale in (onnx_path.with_name(name), onnx_path.with_name(name).with_suffix(".bin")):
+            stale.unlink(missing_ok=True)
+    int8_files = {}
+    if int8:
+        from spinrec.quantize import build_int8
+
+        steps.set_postfix_str("quantize INT8")
+        try:
+            int8_files = {runtime: str(path.relative_to(output)) for runtime, path in build_int8(onnx_path).items()}
+        except (RuntimeError, ValueError) as e:  # NNCF's and ONNX Runtime's quantizers say what failed; the float build stands
+            raise BuildError(f"INT8 quantization failed: {e}") from e
+
     steps.set_postfix_str("charset")
     charset.to_file(str(output / CHARSET))
     steps.update()
@@ -207,6 +223,7 @@ def build(output: Path = DEFAULT_OUTPUT, weights: Path | None = None, max_error:
             "tokens_compared_on": check.compared,
         },
         "artifacts": {str(a): (output / a).stat().st_size for a in ARTIFACTS if a != RECORD},
+        "int8": int8_files,
         "versions": {
             "spinrec": __version__,
             "torch": torch.__version__,
@@ -233,16 +250,19 @@ def main(argv: list[str] | None = None) -> int:
         "--noise-factor", type=float,
         help="also accept up to this multiple of PyTorch's own float32 feature noise (default: 3, spinrec.onnx_export.NOISE_FACTOR)",
     )
+    parser.add_argument("--int8", action="store_true", help="also write the INT8 encoders (NNCF and ONNX Runtime QDQ) for precision int8")
     parser.add_argument("--if-needed", action="store_true", help="do nothing when OUTPUT is already built from the same checkpoint")
     args = parser.parse_args(argv)
     try:
         if args.if_needed:
             reason = needs_build(args.output, args.weights)
+            if reason is None and args.int8 and not (read_record(args.output) or {}).get("int8"):
+                reason = "no INT8 encoders"
             if reason is None:
                 print(f"build_repository: {args.output} is up to date")
                 return 0
             print(f"build_repository: building {args.output}: {reason}", file=sys.stderr)
-        record = build(args.output, args.weights, args.max_error, args.noise_factor)
+        record = build(args.output, args.weights, args.max_error, args.noise_factor, args.int8)
     except BuildError as e:
         print(f"build_repository: error: {e}", file=sys.stderr)
         return 1

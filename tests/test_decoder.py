@@ -35,6 +35,21 @@ def test_matches_torch_head(seed, batch, stop_at_eos):
     np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
 
 
+@pytest.mark.parametrize("channels, hidden", [(512, 256), (512, 96)])  # the published head and the default model's
+def test_matches_torch_head_at_served_sizes(channels, hidden):
+    """The fused decoder (one product for both hidden-state terms, one tanh for all four LSTM gates) against
+    the PyTorch head at the sizes that are served, over all 26 steps: float32 noise only, same argmax."""
+    head = _head(7, channels, hidden)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_(0, 0.05)
+        feats = torch.randn(16, 26, channels)
+        ref = head(feats, stop_at_eos=False).numpy()
+    got = AttentionDecoder({k: v.numpy() for k, v in head.state_dict().items()})(feats.numpy(), False)
+    np.testing.assert_allclose(got, ref, atol=2e-6, rtol=1e-4)
+    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+
+
 def test_early_exit():
     head = _head(3)
     with torch.no_grad():

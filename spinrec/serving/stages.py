@@ -7,17 +7,49 @@ process too, against :class:`spinrec.recognizer.Recognizer`.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from spinrec.charset import Charset
+from spinrec.contract import INT8_FILES
 from spinrec.decoding import Reading, decode
 
 
 RUNTIMES = ("onnxruntime", "openvino")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
+#: OpenVINO ``OPTIMIZATION_CAPABILITIES`` a reduced precision needs to be worth running.
+_NEEDS = {"bf16": "BF16", "int8": "INT8"}
+#: /proc/cpuinfo flags that make int8 (VNNI, AMX-INT8) and bf16 (AVX512_BF16, AMX-BF16) fast.
+_FAST_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16")
+
+
+def cpu_capabilities() -> dict:
+    """This CPU's name, OpenVINO's optimization capabilities and the int8/bf16 instruction flags it has."""
+    import openvino as ov
+
+    core = ov.Core()
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    return {
+        "name": core.get_property("CPU", "FULL_DEVICE_NAME"),
+        "openvino": list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
+        "flags": [f for f in _FAST_FLAGS if f in flags],
+    }
+
+
+def effective_precision(precision: str, runtime: str, capabilities: Sequence[str]) -> str:
+    """The precision an encoder runs at: ``precision``, or ``fp32`` where OpenVINO reports that this CPU
+    cannot run it (``capabilities``: its ``OPTIMIZATION_CAPABILITIES``). bf16 needs AVX512_BF16 or AMX;
+    int8 runs on any CPU OpenVINO reports INT8 for (AVX2 and up), fast with VNNI or AMX. ONNX Runtime's
+    QDQ graph runs everywhere (MLAS has int8 kernels for every x86-64 level)."""
+    if runtime == "openvino" and precision in _NEEDS and _NEEDS[precision] not in capabilities:
+        return "fp32"
+    return precision
 
 
 def onnxruntime_encoder(path: str | Path, threads: int = 1) -> Callable[[np.ndarray], np.ndarray]:
@@ -40,8 +72,9 @@ def openvino_encoder(
     """The same graph compiled by OpenVINO's CPU plugin -> ``run(images)``.
 
     ``precision`` is set explicitly (``fp32``, or ``bf16`` only when asked): left to its default, the
-    plugin may pick bf16 on CPUs that have it, which changes decoded text (perf/README.md). ``batch``
-    compiles for one batch size instead of a dynamic one (perf experiments only).
+    plugin may pick bf16 on CPUs that have it, which changes decoded text (perf/README.md). An INT8 IR
+    (``path`` from :data:`INT8_FILES`) runs with precision ``int8``: its quantized operations in int8, the
+    rest in float32. ``batch`` compiles for one batch size instead of a dynamic one (perf experiments only).
     """
     import openvino as ov
     import openvino.properties as props
@@ -55,7 +88,7 @@ def openvino_encoder(
         hints.performance_mode: hints.PerformanceMode.LATENCY,
         props.inference_num_threads: threads,
         props.num_streams: 1,
-        hints.inference_precision: {"fp32": ov.Type.f32, "bf16": ov.Type.bf16}[precision],
+        hints.inference_precision: ov.Type.bf16 if precision == "bf16" else ov.Type.f32,
         # Triton runs several processes on the same cores: pinning each pool to cores only makes them collide.
         hints.enable_cpu_pinning: False,
     })  # fmt: skip
@@ -71,18 +104,33 @@ def openvino_encoder(
 
 class OnnxEncoder:
     """The exported encoder graph (``image`` ``[B,1,32,100]`` -> ``features`` ``[B,26,512]``), run by
-    ONNX Runtime or OpenVINO (``runtime``, one of :data:`RUNTIMES`). ``precision`` is ``fp32``, or
-    ``bf16`` with OpenVINO on CPUs with bf16 instructions: faster, but it changes some decoded texts, so
-    it is never chosen unless asked for (perf/README.md has the measured trade)."""
+    ONNX Runtime or OpenVINO (``runtime``, one of :data:`RUNTIMES`) at ``precision`` (one of
+    :data:`PRECISIONS`): ``fp32``; ``bf16`` (OpenVINO only); ``int8``, the quantized graph of
+    :data:`INT8_FILES` next to ``path``. Reduced precisions are faster but change some decoded texts, so
+    they are chosen only under the accuracy gate (``python -m spinrec.quantize gate``). Where OpenVINO
+    reports that the CPU lacks a precision, the encoder runs fp32 with a warning instead of failing;
+    :attr:`precision` is what runs, :attr:`requested` what was asked for.
+    """
 
     def __init__(self, path: str | Path, threads: int = 1, runtime: str = "onnxruntime", precision: str = "fp32"):
         if runtime not in RUNTIMES:
             raise ValueError(f"encoder runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
         if precision not in PRECISIONS:
             raise ValueError(f"encoder precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-        if precision != "fp32" and runtime != "openvino":
+        if precision == "bf16" and runtime != "openvino":
             raise ValueError(f"encoder precision {precision} needs runtime openvino (ONNX Runtime runs this graph in fp32 only)")
-        self.runtime, self.precision = runtime, precision
+        self.runtime, self.requested = runtime, precision
+        if runtime == "openvino" and precision != "fp32":
+            import openvino as ov
+
+            precision = effective_precision(precision, runtime, ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+            if precision != self.requested:
+                warnings.warn(f"encoder precision {self.requested}: this CPU has no {_NEEDS[self.requested]} support in OpenVINO; running fp32")
+        self.precision = precision
+        if precision == "int8":
+            path = Path(path).with_name(INT8_FILES[runtime])
+            if not path.is_file():
+                raise ValueError(f"encoder precision int8: {path} is missing (build the repository with --int8)")
         self._run = onnxruntime_encoder(path, threads) if runtime == "onnxruntime" else openvino_encoder(path, threads, precision)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
