@@ -32,8 +32,8 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
-from builders.build_repository import _sha256 as sha256_of  # one file hasher for the builders
 from builders.tensorrt_env import BuildError, GpuInfo, load_plugin, query_gpu, require_tensorrt, tensorrt_version, trt
+from spinrec.repository import _sha256 as sha256_of  # one file hasher for the builders
 
 PRECISIONS = ("fp32", "tf32", "fp16")
 # GA-SPIN's layers and nodes in the exported graph are named after their module path.

@@ -1,4 +1,4 @@
-"""Build ``libspin_plugin.so`` (builders/plugins/spinBlendPlugin) with CMake.
+"""Build ``libspin_plugin.so`` (spinrec/kernels/spinBlendPlugin) with CMake.
 
     python -m builders.build_plugin --build-dir build/spin_plugin [--tensorrt-root DIR] [--compile-only] [--werror]
 
@@ -23,8 +23,8 @@ from typing import Sequence
 from tqdm import tqdm
 
 from builders.tensorrt_env import BuildError
+from spinrec.contract import KERNEL_DIR
 
-PLUGIN_SOURCE_DIR = Path(__file__).resolve().parent / "plugins" / "spinBlendPlugin"
 LIBRARY = "libspin_plugin.so"
 _ARCH_DIRS = (f"{platform.machine()}-linux-gnu", "x86_64-linux-gnu", "aarch64-linux-gnu")
 
@@ -67,7 +67,7 @@ def configure_command(
     if headers is None:
         raise BuildError("TensorRT headers (NvInfer.h) not found: pass --tensorrt-root or set TENSORRT_ROOT")
     root = tensorrt_root or os.environ.get("TENSORRT_ROOT")
-    cmd = ["cmake", "-S", str(PLUGIN_SOURCE_DIR), "-B", str(build_dir), f"-DSPIN_PLUGIN_COMPILE_ONLY={'ON' if compile_only else 'OFF'}"]
+    cmd = ["cmake", "-S", str(KERNEL_DIR), "-B", str(build_dir), f"-DSPIN_PLUGIN_COMPILE_ONLY={'ON' if compile_only else 'OFF'}"]
     if root:
         cmd.append(f"-DTENSORRT_ROOT={root}")
     if warnings_as_errors:

@@ -2,7 +2,7 @@
 
     python -m builders.gpu_start [--no-serve] [TRITONSERVER_ARGS...]
 
-1. the model repository in ``$SPIN_MODELS`` from ``$SPIN_WEIGHTS`` (:mod:`builders.build_repository`, when its
+1. the model repository in ``$SPIN_MODELS`` from ``$SPIN_WEIGHTS`` (:mod:`spinrec.repository`, when its
    checkpoint changed): configs, decoder weights, the decomposed encoder graph;
 2. the encoder graph TensorRT builds from: the ``SpinBlend`` plugin graph when the checkpoint has the
    inner-offset network (``offsets: true``; the plugin implements the blend with offsets only), else the
@@ -28,12 +28,10 @@ from typing import Mapping, Sequence
 
 from builders.build_engine import PRECISIONS, BuildOptions, Profile, sha256_of
 from builders.tensorrt_env import BuildError
+from spinrec.contract import CHECKPOINT, ENCODER, ONNX as DECOMPOSED_GRAPH, PLAN
 
-ENCODER = Path("spin_encoder")
-DECOMPOSED_GRAPH = ENCODER / "1" / "model.onnx"  # written by builders.build_repository
-PLUGIN_GRAPH = ENCODER / "1" / "model_plugin.onnx"
-PLAN = ENCODER / "1" / "model.plan"
-CHECKPOINT = Path("spin_decoder/1/model.safetensors")  # the builder's copy: both halves come from it
+# CHECKPOINT is the repository builder's copy: both halves come from it.
+PLUGIN_GRAPH = DECOMPOSED_GRAPH.with_name("model_plugin.onnx")
 TIMING_CACHE = Path(".timing_cache")
 
 
@@ -140,7 +138,8 @@ def _export_record(models: Path) -> Path:
 
 def prepare(settings: StartSettings) -> StartPlan:
     """Steps 1-3 of the module doc; returns the plan that was carried out."""
-    from builders import build_engine, build_repository
+    from builders import build_engine
+    from spinrec import repository as build_repository
     from builders.tensorrt_env import query_gpu, tensorrt_version
     from spinrec import weights as spin_weights
     from spinrec.models import SPINConfig

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from spinrec.onnx_export import PLUGIN_OP
+from spinrec.contract import PLUGIN_OP, PLUGIN_VERSION
 
 _TRT_IMPORT_ERROR: Exception | None = None
 try:
@@ -30,7 +30,6 @@ if trt is None or not hasattr(trt, "Builder"):
 if trt is not None and not hasattr(trt, "Builder"):
     trt, _TRT_IMPORT_ERROR = None, ImportError("only TensorRT's type stubs are installed")  # type: ignore[assignment]
 
-PLUGIN_VERSION = "1"
 MIN_COMPUTE_CAPABILITY = (7, 5)
 
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from builders.build_engine import Profile, read_metadata, write_metadata
 from builders.tensorrt_env import BuildError
-from spinrec.onnx_export import INPUT_NAME, OUTPUT_NAME
+from spinrec.contract import ENCODER_INPUT as INPUT_NAME, ENCODER_OUTPUT as OUTPUT_NAME
 
 # Largest absolute feature error accepted (the shipped default's features reach |2.4|): float32 engines differ
 # from ONNX Runtime by summation order only; tf32 and fp16 by their rounding. For fp16: the shipped default with

@@ -23,16 +23,18 @@ from typing import Sequence
 
 import numpy as np
 
+from spinrec import contract
+
 
 def artifacts(repository: Path) -> dict[str, Path]:
     paths = {
-        "onnx": repository / "spin_encoder" / "1" / "model.onnx",
-        "checkpoint": repository / "spin_decoder" / "1" / "model.safetensors",
-        "charset": repository / "spin_decoder" / "1" / "charset.txt",
+        "onnx": repository / contract.ONNX,
+        "checkpoint": repository / contract.CHECKPOINT,
+        "charset": repository / contract.CHARSET,
     }
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"model repository not built ({', '.join(missing)} missing): python -m builders.build_repository")
+        raise FileNotFoundError(f"model repository not built ({', '.join(missing)} missing): python -m spinrec.repository")
     return paths
 
 

@@ -21,7 +21,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-INPUT_NAME = "IMAGE"
+from spinrec import contract
+
 FORMATS = ("png", "jpeg")
 
 
@@ -99,7 +100,7 @@ def render_samples(count: int, seed: int = 2026, rescale_share: float = 0.5, pro
     return samples
 
 
-def input_data(payloads: Sequence[bytes], name: str = INPUT_NAME) -> dict:
+def input_data(payloads: Sequence[bytes], name: str = contract.IMAGE) -> dict:
     """perf_analyzer ``--input-data`` document: one entry per payload, each a ``[1]`` BYTES tensor
     (``shape`` excludes the batch dimension of a batching model). perf_analyzer cycles the entries."""
     if not payloads:
@@ -122,7 +123,7 @@ def tensor_input_data(arrays: Sequence[np.ndarray], name: str) -> dict:
     }
 
 
-def payloads_from_input_data(doc: dict, name: str = INPUT_NAME) -> list[bytes]:
+def payloads_from_input_data(doc: dict, name: str = contract.IMAGE) -> list[bytes]:
     """The image bytes back out of an ``--input-data`` document (checks the prefix of every entry)."""
     out = []
     for i, entry in enumerate(doc["data"]):

@@ -39,8 +39,8 @@ from string import Template
 
 import yaml
 
-from client import OcrClient
-from client.resilience import NO_RETRY, RetryPolicy
+from spinrec.client import OcrClient
+from spinrec.client.resilience import NO_RETRY, RetryPolicy
 from perf.run import _ready, stop
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,25 +32,29 @@ from tqdm import tqdm
 from perf import analyzer, data
 from perf.machine import machine_record
 from perf.run import _SERVER_ENV, ENSEMBLE, ROOT, launch, stop
+from spinrec import contract
 
-# What each pass-through model reads and what it returns per request of ``rows`` images: the served
-# dtypes and shapes (spin_preprocess: no error or flag; spin_decoder: an empty text; CHAR_PROBS, when asked for, as for an 8-character word).
+# Zeros of each model's outputs as spinrec.contract describes them: empty strings, float32 zeros;
+# variable dimensions (CHAR_PROBS) as for an 8-character word.
+_NUMPY = {"TYPE_STRING": 'np.full({shape}, b"", dtype=object)', "TYPE_FP32": "np.zeros({shape}, np.float32)"}
+_VARIABLE = 8
+
+
+def _zeros(tensor: contract.Tensor) -> str:
+    shape = "(rows, " + ", ".join(str(_VARIABLE if d < 0 else d) for d in tensor.dims) + ")"
+    return f'pb_utils.Tensor("{tensor.name}", {_NUMPY[tensor.dtype].format(shape=shape)})'
+
+
+#: What each pass-through model reads and the code of what it returns per request of ``rows`` images;
+#: CHAR_PROBS only when a request asks for it, as served.
 _STAGES = {
-    "spin_preprocess": (
-        "IMAGE",
-        'pb_utils.Tensor("image", np.zeros((rows, 1, 32, 100), np.float32)), '
-        'pb_utils.Tensor("error", np.full((rows, 1), b"", dtype=object)), '
-        'pb_utils.Tensor("flag", np.full((rows, 1), b"", dtype=object))',
-    ),
-    "spin_encoder": ("image", 'pb_utils.Tensor("features", np.zeros((rows, 26, 512), np.float32))'),
-    "spin_decoder": (
-        "features",
-        'pb_utils.Tensor("TEXT", np.full((rows, 1), b"", dtype=object)), '
-        'pb_utils.Tensor("CONFIDENCE", np.zeros((rows, 1), np.float32)), '
-        'pb_utils.Tensor("ERROR", np.full((rows, 1), b"", dtype=object)), '
-        'pb_utils.Tensor("FLAG", np.full((rows, 1), b"", dtype=object))',
-    ),
+    name: (
+        contract.MODELS[name].inputs[0].name,
+        ", ".join(_zeros(t) for t in contract.MODELS[name].outputs if t.name != contract.CHAR_PROBS),
+    )
+    for name in (contract.PREPROCESS, contract.ENCODER, contract.DECODER)
 }
+_CHAR_PROBS = next(t for t in contract.MODELS[contract.DECODER].outputs if t.name == contract.CHAR_PROBS)
 
 _MODEL_PY = '''"""Pass-through {name} written by perf.floor: reads {input}, returns zeros of the served outputs."""
 
@@ -64,8 +68,8 @@ class TritonPythonModel:
         for request in requests:
             rows = pb_utils.get_input_tensor_by_name(request, "{input}").as_numpy().shape[0]
             outputs = [{outputs}]
-            if {char_probs} and "CHAR_PROBS" in request.requested_output_names():
-                outputs.append(pb_utils.Tensor("CHAR_PROBS", np.zeros((rows, 8), np.float32)))
+            if {char_probs} and "{char_probs_name}" in request.requested_output_names():
+                outputs.append({char_probs_zeros})
             responses.append(pb_utils.InferenceResponse(outputs))
         return responses
 '''
@@ -81,7 +85,10 @@ def build_floor_repository(source: Path, dest: Path) -> Path:
         if (source / model / "configs").is_dir():
             shutil.copytree(source / model / "configs", dest / model / "configs")
     for name, (tensor, outputs) in _STAGES.items():
-        code = _MODEL_PY.format(name=name, input=tensor, outputs=outputs, char_probs=name == "spin_decoder")
+        code = _MODEL_PY.format(
+            name=name, input=tensor, outputs=outputs, char_probs=name == contract.DECODER,
+            char_probs_name=_CHAR_PROBS.name, char_probs_zeros=_zeros(_CHAR_PROBS),
+        )
         configs = [dest / name / "config.pbtxt", *sorted((dest / name / "configs").glob("*.pbtxt"))]
         # A config may name its own file (the CPU encoder's default_model_filename): each gets the same code.
         files = {"model.py", *(m for c in configs for m in re.findall(r'default_model_filename:\s*"([^"]+)"', c.read_text()))}

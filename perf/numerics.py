@@ -2,7 +2,7 @@
 
 With a plain random initialisation (the repository's untrained build) the decoder reads nearly the same
 text for every image, so "identical texts" would be vacuous. This builds the tests' input-sensitive
-untrained checkpoint (``tests/conftest.py:make_test_checkpoint``: batch-norm statistics from real word
+untrained checkpoint (``perf.untrained.make_test_checkpoint``: batch-norm statistics from real word
 images, decoder input weights rescaled so readings depend on the image), exports its encoder to ONNX,
 and compares the texts decoded from fp32 ONNX Runtime features with those from each reduced-precision
 candidate on rendered words. ``python -m perf.numerics --images 128``.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -73,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.weights:
         ckpt = a.weights
     else:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from conftest import make_test_checkpoint  # the tests' own definition, not a copy
+        from perf.untrained import make_test_checkpoint
 
         ckpt = tmp / "sensitive.safetensors"
         make_test_checkpoint(ckpt, [s.data for s in samples[:32]])
@@ -90,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     fp32 = runtimes.ort_encoder(onnx_path, a.threads)
     ref_feats = np.concatenate([fp32(images[i : i + 32]) for i in range(0, len(images), 32)])
     ref = texts(ref_feats)
-    record = {"weights": str(a.weights) if a.weights else "input-sensitive untrained (tests/conftest.py make_test_checkpoint)",
+    record = {"weights": str(a.weights) if a.weights else "input-sensitive untrained (perf.untrained.make_test_checkpoint)",
               "images": str(a.dataset) if a.dataset else f"{len(ref)} rendered words, seed {a.seed}",
               "count": len(ref), "distinct_fp32_texts": len(set(ref)), "fp32_examples": ref[:8],
               "fp32_word_accuracy": accuracy(ref), "candidates": {}}

@@ -12,7 +12,7 @@ What it measures, on one spinrec checkpoint's weights, at batch 1 and batch 32, 
   probabilities and how many decoded texts are equal.
 
 Why it is a proxy: PaddleOCR's model code (``ppocr/modeling``) is not in the installable ``paddleocr`` wheel
-and nothing can be downloaded here. The network is ``tests/paddle_reference/spin_paddle.py`` instead: SPIN in
+and nothing can be downloaded here. The network is ``perf/paddle_reference/spin_paddle.py`` instead: SPIN in
 Paddle with PaddleOCR's module structure and parameter names, written independently of spinrec and checked
 against it stage by stage. It gets the checkpoint's weights through :func:`spinrec.weights.to_paddle` and is
 exported as PaddleOCR's ``tools/export_model.py`` exports a recognizer (``paddle.jit.to_static`` +
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -49,18 +48,14 @@ from spinrec.charset import Charset
 from spinrec.decoding import decode
 from spinrec.models.spin import SPIN, SPINConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 INPUT_SHAPE = [None, 1, 32, 100]
 #: What ``SPINPaddle`` hard-codes: the published transform (AIN offsets and TPS), its input and 26 decoding steps.
 REFERENCE_FIXED = {"in_channels": 1, "image_size": (32, 100), "offsets": True, "stn": True, "default_type": 6, "max_text_length": 25}
 
 
 def _spin_paddle():
-    """``tests/paddle_reference/spin_paddle.py``, imported as the fidelity tests import it (``tests/`` on the path)."""
-    tests = str(ROOT / "tests")
-    if tests not in sys.path:
-        sys.path.insert(0, tests)
-    from paddle_reference import spin_paddle
+    """``perf/paddle_reference/spin_paddle.py``, imported when used: it needs Paddle."""
+    from perf.paddle_reference import spin_paddle
 
     return spin_paddle
 
@@ -69,7 +64,7 @@ def reference_kwargs(config: SPINConfig) -> dict:
     """``SPINPaddle`` constructor arguments for ``config``; ValueError for a config the reference cannot build."""
     wrong = [f"{k}={getattr(config, k)!r} (reference: {v!r})" for k, v in REFERENCE_FIXED.items() if getattr(config, k) != v]
     if wrong:
-        raise ValueError("the Paddle reference (tests/paddle_reference/spin_paddle.py) cannot build this SPIN config: " + ", ".join(wrong))
+        raise ValueError("the Paddle reference (perf/paddle_reference/spin_paddle.py) cannot build this SPIN config: " + ", ".join(wrong))
     return {
         "backbone_out": config.backbone_out_channels,
         "neck_hidden": config.neck_hidden_size,
@@ -128,7 +123,7 @@ class Predictor:
         return probs
 
 
-class Recognizer:
+class PaddleRecognizer:
     """Request bytes -> texts the way PaddleOCR's ``TextRecognizer`` reads SPIN, on a :class:`Predictor`."""
 
     def __init__(self, predictor: Predictor, charset: Charset | None = None):
@@ -148,13 +143,13 @@ class Recognizer:
         return [r.text for r in decode(self.predictor(self.preprocess(payloads)), self.charset, stop_at_eos=False)]
 
 
-def load(checkpoint: str | Path, threads: int = 2, charset: Charset | None = None) -> Recognizer:
+def load(checkpoint: str | Path, threads: int = 2, charset: Charset | None = None) -> PaddleRecognizer:
     """Export the checkpoint to a temporary directory and load it; the predictor keeps the model in memory."""
     with tempfile.TemporaryDirectory(prefix="spin_paddle_") as d:
-        return Recognizer(Predictor(export(checkpoint, d), threads), charset)
+        return PaddleRecognizer(Predictor(export(checkpoint, d), threads), charset)
 
 
-def optional(checkpoint: str | Path, threads: int = 2, charset: Charset | None = None) -> tuple[Recognizer | None, str | None]:
+def optional(checkpoint: str | Path, threads: int = 2, charset: Charset | None = None) -> tuple[PaddleRecognizer | None, str | None]:
     """:func:`load`, or None and the reason when Paddle is not installed or the reference cannot build the config."""
     try:
         import paddle  # noqa: F401
@@ -166,7 +161,7 @@ def optional(checkpoint: str | Path, threads: int = 2, charset: Charset | None =
         return None, str(e)
 
 
-def agreement(recognizer: Recognizer, model: SPIN, batch: np.ndarray) -> dict:
+def agreement(recognizer: PaddleRecognizer, model: SPIN, batch: np.ndarray) -> dict:
     """Paddle Inference vs spinrec's PyTorch model on ``batch`` ``[N, 1, 32, 100]``, both decoding all 26 steps
     (PaddleOCR's mode): largest absolute probability difference and equal decoded texts."""
     import torch

@@ -21,6 +21,8 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from spinrec.client.ocr import image_input
+
 
 class GrpcOcr:
     """Minimal blocking ``spin_ocr`` client: bytes -> text."""
@@ -33,11 +35,7 @@ class GrpcOcr:
         self.pool = ThreadPoolExecutor(connections)
 
     def _one(self, client, payload: bytes) -> str:
-        data = np.empty((1, 1), dtype=object)
-        data[0, 0] = payload
-        inp = self.grpc.InferInput("IMAGE", [1, 1], "BYTES")
-        inp.set_data_from_numpy(data)
-        res = client.infer("spin_ocr", [inp], outputs=[self.grpc.InferRequestedOutput("TEXT")])
+        res = client.infer("spin_ocr", [image_input(self.grpc, [payload])], outputs=[self.grpc.InferRequestedOutput("TEXT")])
         return res.as_numpy("TEXT").reshape(-1)[0].decode()
 
     def one(self, payload: bytes) -> str:

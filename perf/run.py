@@ -40,10 +40,11 @@ from tqdm import tqdm  # noqa: E402
 
 from perf import analyzer, data, report  # noqa: E402
 from perf.machine import machine_record, server_memory  # noqa: E402
+from spinrec import contract  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPOSING = ("spin_preprocess", "spin_encoder", "spin_decoder")
-ENSEMBLE = "spin_ocr"
+COMPOSING = (contract.PREPROCESS, contract.ENCODER, contract.DECODER)
+ENSEMBLE = contract.ENSEMBLE
 
 
 def _ints(s: str) -> list[int]:
@@ -143,13 +144,13 @@ def make_inputs(samples: list[data.Sample], repository: Path, raw: Path, threads
     from perf.runtimes import ort_encoder
 
     paths = {ENSEMBLE: data.write_input_data(raw / "input_image_bytes.json", data.input_data([s.data for s in samples]))}
-    paths["spin_preprocess"] = paths[ENSEMBLE]
+    paths[contract.PREPROCESS] = paths[ENSEMBLE]
     images, errors = preprocess_batch([s.data for s in samples[:16]])
     if any(errors):
         raise RuntimeError(f"rendered images failed to preprocess: {errors}")
-    paths["spin_encoder"] = data.write_input_data(raw / "input_encoder.json", data.tensor_input_data(list(images), "image"))
-    features = ort_encoder(repository / "spin_encoder" / "1" / "model.onnx", threads)(images)
-    paths["spin_decoder"] = data.write_input_data(raw / "input_decoder.json", data.tensor_input_data(list(features), "features"))
+    paths[contract.ENCODER] = data.write_input_data(raw / "input_encoder.json", data.tensor_input_data(list(images), contract.ENCODER_INPUT))
+    features = ort_encoder(repository / contract.ONNX, threads)(images)
+    paths[contract.DECODER] = data.write_input_data(raw / "input_decoder.json", data.tensor_input_data(list(features), contract.ENCODER_OUTPUT))
     return paths
 
 
@@ -313,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
     try:
-        record = json.loads((args.model_repository / "build.json").read_text())
+        record = json.loads((args.model_repository / contract.RECORD).read_text())
         run["weights"] = record.get("identity")
     except (OSError, ValueError):
         run["weights"] = "unknown (no build.json)"

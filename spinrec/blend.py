@@ -1,6 +1,6 @@
 """The SPIN blend op: GA-SPIN's intensity transform as one function.
 
-This is the exact computation the ``SpinBlend`` TensorRT plugin (``builders/plugins/spinBlendPlugin``)
+This is the exact computation the ``SpinBlend`` TensorRT plugin (``spinrec/kernels/spinBlendPlugin``)
 implements; the PyTorch model calls this function, so both share one contract.
 """
 

@@ -8,11 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-from spinrec import weights
+from spinrec.inputs import collect
 from spinrec.preprocess import ImageError
+from spinrec.repository import DEFAULT_WEIGHTS
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from spinrec import weights
+
     model = weights.convert_paddle(args.src, args.dst)
     n = sum(p.numel() for p in model.parameters())
     print(f"converted {args.src} -> {args.dst} ({n:,} parameters)")
@@ -22,16 +25,21 @@ def _convert(args: argparse.Namespace) -> int:
 def _recognize(args: argparse.Namespace) -> int:
     from spinrec.recognizer import Recognizer
 
-    recognizer = Recognizer.from_checkpoint(args.weights, stop_at_eos=not args.paddle_decoding)
-    paths = [Path(p) for p in args.images]
-    results = recognizer.recognize([p.read_bytes() for p in paths])
+    if args.weights is None and not DEFAULT_WEIGHTS.is_file():
+        print(f"spinrec: error: no --weights and no shipped default ({DEFAULT_WEIGHTS})", file=sys.stderr)
+        return 2
+    recognizer = Recognizer.from_checkpoint(args.weights or DEFAULT_WEIGHTS, stop_at_eos=not args.paddle_decoding)
+    items = collect(args.images)
+    readable = [i for i, (_, data) in enumerate(items) if not isinstance(data, Exception)]
+    readings = dict(zip(readable, recognizer.recognize([items[i][1] for i in readable])))
     failed = 0
-    for path, r in zip(paths, results):
-        if isinstance(r, ImageError):
+    for i, (path, data) in enumerate(items):
+        r = readings.get(i, data)
+        if isinstance(r, Exception):
             failed += 1
-            row = {"path": str(path), "error": str(r)}
+            row = {"path": path, "error": str(r)}
         else:
-            row = {"path": str(path), "text": r.text, "confidence": r.confidence}
+            row = {"path": path, "text": r.text, "confidence": r.confidence}
         if args.json:
             print(json.dumps(row))
         elif "error" in row:
@@ -42,13 +50,9 @@ def _recognize(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    import torch
+    from spinrec import weights
 
-    from spinrec.models.spin import SPIN, SPINConfig
-
-    torch.manual_seed(args.seed)
-    model = SPIN(SPINConfig()).eval()
-    weights.save(model, args.dst, {"source": f"random initialisation, seed {args.seed}: reads nothing"})
+    weights.save_untrained(args.dst, args.seed)
     print(f"wrote an untrained SPIN (seed {args.seed}) to {args.dst}: it reads nothing")
     return 0
 
@@ -70,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dst")
     p.set_defaults(func=_convert)
     p = sub.add_parser("recognize", help="read word images with the PyTorch reference pipeline")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--weights", required=True, help="safetensors checkpoint")
+    p.add_argument("images", nargs="+", help="image files, directories (their images, recursively), globs, or - (stdin)")
+    p.add_argument("--weights", type=Path, help=f"safetensors checkpoint (default: the shipped {DEFAULT_WEIGHTS.name})")
     p.add_argument("--paddle-decoding", action="store_true", help="PaddleOCR's decoding (never stops at eos)")
     p.add_argument("--json", action="store_true", help="JSON lines output")
     p.set_defaults(func=_recognize)
@@ -88,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module(DELEGATED[args.command][0]).main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    from spinrec import weights  # the commands below need PyTorch (the torch extra)
+
     try:
         return args.func(args)
     except (weights.CheckpointError, OSError) as e:

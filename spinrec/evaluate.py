@@ -10,7 +10,7 @@ Datasets:
 Backends: anything with the signature :data:`Backend`, one result per image, in order: a
 :class:`~spinrec.decoding.Reading`, or the exception that image raised. :func:`recognizer_backend` is the
 in-process PyTorch one; ``--server`` reads through a Triton server with the project's client
-(:func:`client.ocr.evaluation_backend`); any other backend plugs in through ``--backend module:factory``.
+(:func:`spinrec.client.ocr.evaluation_backend`); any other backend plugs in through ``--backend module:factory``.
 
 Command::
 
@@ -35,8 +35,6 @@ from typing import Callable, Sequence
 
 from spinrec.decoding import Reading
 from spinrec.metrics import RecMetric
-
-SERVER_BACKEND = "client.ocr:evaluation_backend"
 
 Backend = Callable[[list[bytes]], list["Reading | Exception"]]
 
@@ -375,8 +373,10 @@ def main(argv: list[str] | None = None) -> int:
                         args.weights, args.batch_size, args.threads, not args.paddle_decoding, off
                     )
         elif args.server:
-            backend = load_backend(SERVER_BACKEND, {"url": args.server, "protocol": args.protocol})
-            meta = {"backend": f"Triton spin_ocr over {args.protocol} at {args.server}", "factory": SERVER_BACKEND}
+            from spinrec.client.ocr import evaluation_backend  # tritonclient: only for --server
+
+            backend = evaluation_backend(args.server, args.protocol)
+            meta = {"backend": f"Triton spin_ocr over {args.protocol} at {args.server}", "factory": "spinrec.client.ocr:evaluation_backend"}
         else:
             backend = load_backend(args.backend, _options(args.backend_option))
             meta = {"backend": args.backend, "options": args.backend_option}

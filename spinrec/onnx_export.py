@@ -9,7 +9,7 @@ The SPIN blend op (:func:`spinrec.blend.spin_blend`) is exported one of two ways
 - ``blend="decomposed"`` (default): standard ONNX ops (Resize, Pow, InstanceNormalization, ...), for
   ONNX Runtime on CPU.
 - ``blend="plugin"``: one ``SpinBlend`` node in domain :data:`PLUGIN_DOMAIN`, implemented by the TensorRT
-  plugin ``builders/plugins/spinBlendPlugin`` (TensorRT's parser maps a node to the plugin of the same
+  plugin ``spinrec/kernels/spinBlendPlugin`` (TensorRT's parser maps a node to the plugin of the same
   name and ignores the domain) and, on CPU, by the plugin's host reference through onnxruntime-extensions
   (:mod:`spinrec.ort_spin_blend`). Inputs ``image, weights, offsets, gate, norm_weight, norm_bias``;
   attributes ``exponents`` (floats) and ``eps`` (float), named like the plugin's fields.
@@ -29,14 +29,12 @@ import torch
 from torch import nn
 
 from spinrec.blend import spin_blend
+from spinrec.contract import ENCODER_INPUT, ENCODER_OUTPUT, PLUGIN_DOMAIN, PLUGIN_OP
 from spinrec.models.gaspin import SPTransformerNetwork
 from spinrec.models.spin import SPIN
 
-INPUT_NAME, OUTPUT_NAME = "image", "features"
+INPUT_NAME, OUTPUT_NAME = ENCODER_INPUT, ENCODER_OUTPUT
 OPSET = 17
-PLUGIN_OP = "SpinBlend"
-# The onnxruntime-extensions PyOp domain: ORT needs a registered domain, TensorRT ignores it.
-PLUGIN_DOMAIN = "ai.onnx.contrib"
 BLEND_INPUTS = ("image", "weights", "offsets", "gate")
 BLEND_OUTPUT = "blended"
 
@@ -165,11 +163,6 @@ def export_blend(
         torch.full((2,), 0.5),
     )
     return _export(module, example, path, BLEND_INPUTS, BLEND_OUTPUT, opset, blend)
-
-
-def has_plugin_nodes(proto: onnx.ModelProto) -> bool:
-    """Whether the graph holds ``SpinBlend`` nodes (so plain ONNX Runtime cannot run it)."""
-    return any(node.op_type == PLUGIN_OP for node in proto.graph.node)
 
 
 def _relative(got: np.ndarray, ref: np.ndarray) -> float:

@@ -1,6 +1,6 @@
 """The ``SpinBlend`` plugin's kernel library from Python, and ONNX Runtime sessions for plugin graphs.
 
-The library is built from ``builders/plugins/spinBlendPlugin`` (``spinBlendKernel.cu`` for the GPU
+The library is built from ``spinrec/kernels/spinBlendPlugin`` (``spinBlendKernel.cu`` for the GPU
 kernel, ``spinBlendReference.cpp`` for the CPU reference that runs the kernel's own per-pixel functions)
 and loaded with ctypes. On CPU, a graph exported with ``blend="plugin"`` runs in ONNX Runtime with the
 node implemented by that reference through an onnxruntime-extensions PyOp.
@@ -24,9 +24,8 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from spinrec.onnx_export import PLUGIN_DOMAIN, PLUGIN_OP, has_plugin_nodes
+from spinrec.contract import KERNEL_DIR, PLUGIN_DOMAIN, PLUGIN_OP
 
-PLUGIN_DIR = Path(__file__).resolve().parents[1] / "builders" / "plugins" / "spinBlendPlugin"
 SOURCES = ("spinBlendKernel.cuh", "spinBlendKernel.cu", "spinBlendReference.cpp")
 # CUDA 13 supports sm_75 and newer; the last architecture also carries PTX for newer GPUs.
 GPU_ARCHS = ("75", "80", "86", "89", "90")
@@ -34,6 +33,11 @@ MAX_EXPONENTS = 32  # spin::kMaxExponents
 LIBRARY_ENV = "SPINREC_BLEND_LIBRARY"
 EXPONENTS_TEXT = "exponents_text"
 _FLOAT32, _FLOAT16 = 0, 1  # spin::IoType
+
+
+def has_plugin_nodes(proto: onnx.ModelProto) -> bool:
+    """Whether the graph holds ``SpinBlend`` nodes (so plain ONNX Runtime cannot run it)."""
+    return any(node.op_type == PLUGIN_OP for node in proto.graph.node)
 
 
 class BlendLibraryError(RuntimeError):
@@ -81,13 +85,13 @@ def build_command(output: str | Path, archs: Sequence[str] = GPU_ARCHS) -> list[
     common = ["-O2", "-std=c++17", "-shared", "-o", str(output)]
     if not archs:
         cxx = os.environ.get("CXX", "c++")
-        return [cxx, *common, "-fPIC", f"-I{home / 'include'}", str(PLUGIN_DIR / "spinBlendReference.cpp")]
+        return [cxx, *common, "-fPIC", f"-I{home / 'include'}", str(KERNEL_DIR / "spinBlendReference.cpp")]
     nvcc = nvcc_path()
     if nvcc is None:
         raise BlendLibraryError("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
     gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs[:-1]]
     gencode.append(f"-gencode=arch=compute_{archs[-1]},code=[sm_{archs[-1]},compute_{archs[-1]}]")
-    sources = [str(PLUGIN_DIR / s) for s in SOURCES if not s.endswith(".cuh")]
+    sources = [str(KERNEL_DIR / s) for s in SOURCES if not s.endswith(".cuh")]
     return [str(nvcc), *common, "-Xcompiler=-fPIC", *gencode, *sources]
 
 
@@ -106,7 +110,7 @@ def _build_digest(archs: Sequence[str]) -> str:
     """Identifies a build: the sources and the compiler call (paths and flags)."""
     digest = hashlib.sha256(" ".join(build_command("out.so", archs)).encode())
     for name in SOURCES:
-        digest.update((PLUGIN_DIR / name).read_bytes())
+        digest.update((KERNEL_DIR / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -119,8 +123,8 @@ def default_library() -> Path:
         if not path.exists():
             raise BlendLibraryError(f"{LIBRARY_ENV}={path} does not exist")
         return path
-    if not (PLUGIN_DIR / SOURCES[0]).exists():
-        raise BlendLibraryError(f"plugin sources not found in {PLUGIN_DIR}; set {LIBRARY_ENV} to a built library")
+    if not (KERNEL_DIR / SOURCES[0]).exists():
+        raise BlendLibraryError(f"plugin sources not found in {KERNEL_DIR}; set {LIBRARY_ENV} to a built library")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spinrec"
     archs = GPU_ARCHS if nvcc_path() else ()
     target = cache / f"libspin_blend_{_build_digest(archs)}{'_gpu' if archs else ''}.so"

@@ -38,7 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
-from spinrec.serving.stages import INT8_FILES
+from spinrec.contract import INT8_FILES
 
 #: Seed of the calibration stream of the synthetic generator (training split), fixed so builds repeat.
 CALIBRATION_SEED = 20261203
@@ -130,7 +130,7 @@ def quantize_onnxruntime(onnx_path: str | Path, out_onnx: str | Path, images: np
 
 def build_int8(onnx_path: str | Path, images: np.ndarray | None = None) -> dict[str, Path]:
     """Both INT8 artifacts next to ``onnx_path`` under the names the served encoder looks for
-    (:data:`spinrec.serving.stages.INT8_FILES`): runtime -> path."""
+    (:data:`spinrec.contract.INT8_FILES`): runtime -> path."""
     onnx_path = Path(onnx_path)
     images = calibration_images() if images is None else images
     return {

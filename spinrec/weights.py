@@ -57,6 +57,12 @@ def save(model: SPIN, path: str | Path, extra_metadata: Mapping[str, str] | None
     _st_save_file(tensors, str(path), metadata=metadata)
 
 
+def save_untrained(path: str | Path, seed: int) -> None:
+    """A deterministic randomly initialised SPIN (for plumbing only: it reads nothing)."""
+    torch.manual_seed(seed)
+    save(SPIN(SPINConfig()).eval(), path, {"source": f"random initialisation, seed {seed}: reads nothing"})
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     with safe_open(str(path), framework="np") as f:
         return dict(f.metadata() or {})

@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 import pytest
 
+from perf.untrained import make_test_checkpoint
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "default.safetensors"
 WORDS = ("hello", "world", "triton", "spin", "serve", "batch", "queue", "model", "tensor", "ocr", "2026", "text-42")
@@ -66,40 +68,6 @@ def bad_images(word_images) -> dict[str, bytes]:
         "not_an_image": b"this is a text file, not an image\n" * 8,
         "oversized": oversized.tobytes(),
     }
-
-
-def make_test_checkpoint(path: Path, images: list[bytes], seed: int = 0) -> None:
-    """An untrained SPIN whose readings depend on the image.
-
-    A plain random init reads the same text for every input (its backbone's default batch-norm statistics
-    wash the signal out), which would make text comparisons vacuous. Here batch-norm statistics come from
-    the rendered words and the decoder's weights on the features are scaled up; the architecture is the
-    published one.
-    """
-    import torch
-
-    from spinrec import weights
-    from spinrec.models import spin_r32
-    from spinrec.preprocess import preprocess_batch
-
-    torch.manual_seed(seed)
-    model = spin_r32()
-    batch, _ = preprocess_batch(images)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the one calibration batch
-    model.train()
-    with torch.no_grad():
-        features = model.encode(torch.from_numpy(batch))
-        model.eval()
-        head = model.head
-        channels = features.shape[2]
-        head.attention_cell.rnn.weight_ih[:, :channels] /= features.std(0).mean()
-        head.attention_cell.rnn.weight_hh.mul_(0.1)
-        head.generator.weight.mul_(10)
-        head.generator.bias.zero_()
-    weights.save(model, path, {"source": f"tests: input-sensitive untrained SPIN, seed {seed}"})
 
 
 @pytest.fixture(scope="session")
@@ -185,19 +153,19 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def start_triton(repository: Path, log: Path, extra_args: tuple[str, ...] = ()) -> TritonServer:
-    """A real tritonserver on ``repository``, started by ``spinrec.serving.launch`` on free ports
+def start_triton(repository: Path, log: Path, extra_args: tuple[str, ...] = (), python: str = sys.executable, cwd: Path = REPO_ROOT) -> TritonServer:
+    """A real tritonserver on ``repository``, started by ``spinrec.serving.launch`` of ``python`` on free ports
     (``extra_args`` pass through the launcher to tritonserver)."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     cmd = [
-        sys.executable, "-m", "spinrec.serving.launch", "--no-build",
+        python, "-m", "spinrec.serving.launch", "--no-build",
         "--model-repository", str(repository),
         "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
         "--exit-timeout-secs=10",  # passed through to tritonserver
         *extra_args,
     ]
     with open(log, "w") as out:
-        process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     server = TritonServer(process, repository, log, f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", metrics_port)
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while not server.ready():

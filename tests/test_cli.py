@@ -60,3 +60,20 @@ def test_init_is_deterministic(tmp_path):
     a, b = (weights.load(tmp_path / f"{n}.safetensors").state_dict() for n in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "reads nothing" in weights.read_metadata(tmp_path / "a.safetensors")["source"]
+
+
+def test_recognize_defaults_to_the_shipped_weights_and_expands_folders_and_globs(tmp_path):
+    from spinrec.repository import DEFAULT_WEIGHTS
+
+    words = tmp_path / "words"
+    (words / "more").mkdir(parents=True)
+    for name, text in (("a.png", "hello"), ("more/b.png", "world")):
+        _word_png(words / name, text)
+    r = _run("recognize", "--json", str(words), str(words / "*.png"), str(tmp_path / "none*.png"))
+    assert r.returncode == 1, r.stderr  # the glob that matches nothing
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    paths = [words / "a.png", words / "more" / "b.png", words / "a.png"]
+    assert [row["path"] for row in rows[:3]] == [str(p) for p in paths]
+    expected = Recognizer.from_checkpoint(DEFAULT_WEIGHTS).recognize([p.read_bytes() for p in paths])
+    assert [row["text"] for row in rows[:3]] == [e.text for e in expected]
+    assert rows[3]["path"].endswith("none*.png") and "no file matches" in rows[3]["error"]

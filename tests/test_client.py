@@ -1,4 +1,4 @@
-"""The client library and ``python -m client`` against the real server (HTTP and gRPC)."""
+"""The client library and ``python -m spinrec.client`` against the real server (HTTP and gRPC)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from client import ClientError, OcrClient, collect
+from spinrec.client import ClientError, OcrClient, collect
 from conftest import REPO_ROOT, WORDS, free_port
 
 PROTOCOLS = ("http", "grpc")
@@ -80,7 +80,7 @@ def test_collect_expands_directories_globs_and_stdin(image_dir, word_images):
 
 
 def run_cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "client", *args], cwd=REPO_ROOT, input=stdin, capture_output=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "spinrec.client", *args], cwd=REPO_ROOT, input=stdin, capture_output=True, timeout=120)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -168,7 +168,7 @@ def test_bad_images_cost_no_extra_round_trips(triton_server, protocol, word_imag
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_batch_size_above_the_servers_is_clamped_with_a_warning(triton_server, protocol, word_images):
-    from client.ocr import BatchSizeClamped
+    from spinrec.client.ocr import BatchSizeClamped
 
     client = OcrClient(triton_server.url(protocol), protocol, batch_size=100)
     items = [(f"w{i % len(word_images)}", word_images[i % len(word_images)]) for i in range(130)]

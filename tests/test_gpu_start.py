@@ -17,7 +17,7 @@ import torch
 
 from builders import build_engine, gpu_start
 from builders.tensorrt_env import BuildError
-from spinrec import onnx_export, weights
+from spinrec import onnx_export, ort_spin_blend, weights
 from spinrec.models import SPIN, SPINConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +136,7 @@ def test_start_prepares_everything_up_to_the_gpu(offsets, tmp_path, capsys):
     assert (models / gpu_start.PLUGIN_GRAPH.with_suffix(".json")).is_file() == offsets
     assert f"checkpoint offsets={offsets}: {'plugin' if offsets else 'decomposed'} graph, fp16 engine" in capsys.readouterr().err
     chosen = models / (gpu_start.PLUGIN_GRAPH if offsets else gpu_start.DECOMPOSED_GRAPH)
-    assert onnx_export.has_plugin_nodes(onnx.load(str(chosen))) == offsets
+    assert ort_spin_blend.has_plugin_nodes(onnx.load(str(chosen))) == offsets
     build_engine.check_dynamic_batch(chosen)
 
 

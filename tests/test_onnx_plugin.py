@@ -12,10 +12,10 @@ import onnx
 import pytest
 import torch
 
-from spinrec import onnx_export
+from spinrec import contract, onnx_export, ort_spin_blend
 from spinrec.models import SPIN, SPINConfig
 from spinrec.models.gaspin import SPTransformerNetwork
-from spinrec.ort_spin_blend import EXPONENTS_TEXT, PLUGIN_DIR, default_library, session, with_exponent_text
+from spinrec.ort_spin_blend import EXPONENTS_TEXT, default_library, session, with_exponent_text
 from test_plugin_kernel import random_inputs
 
 pytest.importorskip("onnxruntime_extensions", reason="onnxruntime-extensions runs the SpinBlend node on CPU")
@@ -78,21 +78,21 @@ def blend_feeds(rng, batch):
 
 
 def plugin_field_names() -> set[str]:
-    header = (PLUGIN_DIR / "spinBlendPlugin.h").read_text()
+    header = (contract.KERNEL_DIR / "spinBlendPlugin.h").read_text()
     return set(re.findall(r'kFIELD_\w+\{"(\w+)"\}', header))
 
 
 def test_plugin_node_matches_the_plugin(blend_graphs, sp_net):
     _, plugin, _, decomposed = blend_graphs
     (node,) = plugin.graph.node
-    assert (node.op_type, node.domain) == (onnx_export.PLUGIN_OP, onnx_export.PLUGIN_DOMAIN)
+    assert (node.op_type, node.domain) == (contract.PLUGIN_OP, contract.PLUGIN_DOMAIN)
     assert list(node.input[:4]) == list(onnx_export.BLEND_INPUTS) and len(node.input) == 6
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    assert set(attrs) == plugin_field_names() == {"exponents", "eps"}
+    assert set(attrs) == plugin_field_names() == set(contract.PLUGIN_FIELDS)
     np.testing.assert_array_equal(np.float32(attrs["exponents"]), np.float32(sp_net.power_list))
     assert np.float32(attrs["eps"]) == np.float32(1e-5)
-    assert {(o.domain or "ai.onnx", o.version) for o in plugin.opset_import} >= {(onnx_export.PLUGIN_DOMAIN, 1), ("ai.onnx", 17)}
-    assert not onnx_export.has_plugin_nodes(decomposed)
+    assert {(o.domain or "ai.onnx", o.version) for o in plugin.opset_import} >= {(contract.PLUGIN_DOMAIN, 1), ("ai.onnx", 17)}
+    assert not ort_spin_blend.has_plugin_nodes(decomposed)
     assert "InstanceNormalization" in {n.op_type for n in decomposed.graph.node}
 
 
@@ -121,7 +121,7 @@ def test_blend_plugin_graph_matches_decomposed_and_pytorch(blend_graphs, sp_net,
 
 def test_encoder_plugin_graph_matches_decomposed_and_pytorch(encoder_graphs, small_model, library):
     plugin_path, decomposed_path = encoder_graphs
-    assert onnx_export.has_plugin_nodes(onnx.load(str(plugin_path)))
+    assert ort_spin_blend.has_plugin_nodes(onnx.load(str(plugin_path)))
     plugin_sess, decomposed_sess = session(plugin_path, library), session(decomposed_path)
     rng = np.random.default_rng(42)
     for batch in (1, 4):

@@ -1,6 +1,6 @@
 """Fidelity to PaddleOCR, checked against Paddle itself.
 
-Model: ``tests/paddle_reference/spin_paddle.py`` is SPIN written in Paddle dygraph from PaddleOCR's own
+Model: ``perf/paddle_reference/spin_paddle.py`` is SPIN written in Paddle dygraph from PaddleOCR's own
 source, read function by function (each class names the upstream file, function and commit it mirrors;
 nothing in it comes from ``spinrec`` or from a note). In particular its TPS lattice is upstream's
 ``GridGenerator.build_P_paddle``: ``I_r_size = (32, 100)`` read as (height, width), x varying fastest,
@@ -29,7 +29,7 @@ PaddleOCR's strings in both modes; a real tritonserver on that repository gives 
 
 Pre/post-processing: PaddleOCR's own ``SPINLabelDecode``, ``SPINLabelEncode``, ``SPINRecResizeImg``,
 ``resize_norm_img_spin`` and ``spin_dict.txt``, run from the installed ``paddleocr==2.7.3`` wheel (see
-``tests/paddle_reference/ppocr_wheel.py``).
+``perf/paddle_reference/ppocr_wheel.py``).
 
 Needs ``paddlepaddle`` (and ``paddleocr==2.7.3 --no-deps`` + ``shapely`` for the pre/post-processing
 tests); skipped with a reason otherwise.
@@ -39,9 +39,7 @@ from __future__ import annotations
 
 import math
 import pickle
-import sys
 import warnings
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -52,9 +50,8 @@ import paddle.nn.functional as PF  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as TF  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paddle_reference import ppocr_wheel  # noqa: E402
-from paddle_reference.spin_paddle import SPINPaddle, cal_k, randomize_  # noqa: E402
+from perf.paddle_reference import ppocr_wheel  # noqa: E402
+from perf.paddle_reference.spin_paddle import SPINPaddle, cal_k, randomize_  # noqa: E402
 
 from spinrec import weights as W  # noqa: E402
 from spinrec.blend import power_exponents  # noqa: E402
@@ -705,7 +702,7 @@ def test_served_encoder_gives_paddleocr_readings(served, runtime):
     """The exported encoder as the CPU server runs it (ONNX Runtime or OpenVINO, fp32) and the NumPy
     decoder of the built repository: features within 3x PaddleOCR's own float32 noise (1-ulp nudges to
     1 % of the pixels) of PaddleOCR's neck output, and PaddleOCR's decoded strings in both modes."""
-    from builders.build_repository import CHECKPOINT, ONNX
+    from spinrec.contract import CHECKPOINT, ONNX
     from spinrec.serving.stages import HeadDecoder, OnnxEncoder
 
     features = OnnxEncoder(served["repository"] / ONNX, runtime=runtime)(served["x"])

@@ -1,7 +1,7 @@
 """The Paddle Inference baseline (``perf/paddle_inference.py``) computes what spinrec computes.
 
 A small SPIN with random weights, made input-sensitive (batch-norm statistics from rendered words, decoder
-weights on the features scaled up, as ``conftest.make_test_checkpoint`` does at the published size), is saved
+weights on the features scaled up, as ``perf.untrained.make_test_checkpoint`` does at the published size), is saved
 with ``spinrec.weights.save``, exported through the Paddle reference with ``paddle.jit.to_static`` +
 ``paddle.jit.save`` and run by the PaddleOCR-style oneDNN predictor, on inputs the model was not calibrated
 on (other rendered words and uniform noise, batches of 1, 5 and 2). Probabilities ``[N, 26, 70]``:

@@ -15,6 +15,7 @@ import pytest
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
 from perf import analyzer, data
+from spinrec import contract
 
 PAYLOADS = [b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 3, b"\xff\xd8\xff\xe0JFIF\x00" + b"\x00" * 70000, b"", b"x"]
 
@@ -51,7 +52,7 @@ def test_input_data_document(tmp_path):
     loaded = json.loads(path.read_text())
     assert len(loaded["data"]) == len(PAYLOADS)
     for entry, p in zip(loaded["data"], PAYLOADS):
-        tensor = entry[data.INPUT_NAME]
+        tensor = entry[contract.IMAGE]
         assert tensor["shape"] == [1]  # per request, without the batch dimension
         raw = base64.b64decode(tensor["content"]["b64"])
         assert raw == tritonclient_wire([p])

@@ -3,7 +3,6 @@ judged by texts and accuracy on trained weights) and perf.variants (repository c
 
 import json
 
-import numpy as np
 import pytest
 
 from perf import numerics
@@ -61,6 +60,8 @@ def test_floor_repository_serves_the_ensemble_signature_without_the_work(built_r
     ``spin_ocr`` with an empty text, so the floor measures the plumbing of the same ensemble."""
     import tritonclient.grpc as grpc
 
+    from spinrec.client.ocr import image_input
+
     from conftest import _stop, render_word, start_triton
     from perf.floor import build_floor_repository
 
@@ -71,11 +72,7 @@ def test_floor_repository_serves_the_ensemble_signature_without_the_work(built_r
     server = start_triton(floor, tmp_path / "floor.log")
     try:
         with server.client("grpc") as client:
-            data = np.empty((2, 1), dtype=object)
-            data[0, 0], data[1, 0] = render_word("floor"), b"not even an image"
-            image = grpc.InferInput("IMAGE", [2, 1], "BYTES")
-            image.set_data_from_numpy(data)
-            result = client.infer("spin_ocr", [image])
+            result = client.infer("spin_ocr", [image_input(grpc, [render_word("floor"), b"not even an image"])])
         assert result.as_numpy("TEXT").reshape(-1).tolist() == [b"", b""]
         assert result.as_numpy("CONFIDENCE").shape == (2, 1)
     finally:

@@ -1,4 +1,4 @@
-"""CMake builds of builders/plugins/spinBlendPlugin.
+"""CMake builds of spinrec/kernels/spinBlendPlugin.
 
 Everywhere: the reference library target (kernel + CPU reference, no TensorRT) configures, builds and computes
 the op. Wherever NVIDIA's published TensorRT headers sit beside the repository (``../shared/third_party``, as in
@@ -22,7 +22,8 @@ import pytest
 
 from builders import build_plugin
 from builders.build_plugin import find_nvinfer, find_tensorrt_headers
-from spinrec.ort_spin_blend import PLUGIN_DIR, BlendLibrary, nvcc_path
+from spinrec.contract import KERNEL_DIR
+from spinrec.ort_spin_blend import BlendLibrary, nvcc_path
 from builders import tensorrt_env
 from test_engine_build import plugin_library  # noqa: F401  (session fixture shared with the engine tests)
 from test_plugin_kernel import SPIN, TOL, random_inputs, torch_blend
@@ -32,7 +33,7 @@ def test_cmake_builds_the_reference_library_without_tensorrt(tmp_path):
     if shutil.which("cmake") is None or nvcc_path() is None:
         pytest.skip("needs cmake and nvcc")
     build = tmp_path / "build"
-    configure = ["cmake", "-S", str(PLUGIN_DIR), "-B", str(build), "-DSPIN_BUILD_PLUGIN=OFF",
+    configure = ["cmake", "-S", str(KERNEL_DIR), "-B", str(build), "-DSPIN_BUILD_PLUGIN=OFF",
                  f"-DCMAKE_CUDA_COMPILER={nvcc_path()}", "-DCMAKE_CUDA_ARCHITECTURES=75"]  # fmt: skip
     for cmd in (configure, ["cmake", "--build", str(build), "-j", "2"]):
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -48,7 +49,7 @@ def test_cmake_targets_every_gpu_generation_by_default(tmp_path):
     if shutil.which("cmake") is None or nvcc_path() is None:
         pytest.skip("needs cmake and nvcc")
     build = tmp_path / "build"
-    configure = ["cmake", "-S", str(PLUGIN_DIR), "-B", str(build), "-DSPIN_BUILD_PLUGIN=OFF", f"-DCMAKE_CUDA_COMPILER={nvcc_path()}"]
+    configure = ["cmake", "-S", str(KERNEL_DIR), "-B", str(build), "-DSPIN_BUILD_PLUGIN=OFF", f"-DCMAKE_CUDA_COMPILER={nvcc_path()}"]
     done = subprocess.run(configure, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     flags = next(build.glob("CMakeFiles/spin_blend_reference.dir/flags.make")).read_text()

@@ -5,15 +5,14 @@ what stays float32, what is int8, and how far the features move."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import WORDS
-from spinrec.serving.stages import INT8_FILES, OnnxEncoder, effective_precision
+from spinrec.contract import INT8_FILES, ONNX
+from spinrec.serving.stages import OnnxEncoder, effective_precision
 
-ONNX = Path("spin_encoder/1/model.onnx")
 
 
 @pytest.mark.parametrize(

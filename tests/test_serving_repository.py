@@ -16,7 +16,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from builders import build_repository
+from spinrec import repository as build_repository
 from conftest import REPO_ROOT
 from spinrec.serving import launch
 

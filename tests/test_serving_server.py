@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
+from spinrec.client.ocr import image_input
 
 PROTOCOLS = ("http", "grpc")
 # ONNX Runtime (server) vs PyTorch (reference) encoders, and different batch compositions, move
@@ -39,10 +40,7 @@ def infer(server, protocol: str, images: list[bytes], char_probs: bool = False, 
     """One request carrying ``images``: ``(texts, confidences, char_probs or None)``, plus the per-image
     ``(errors, flags)`` (None where empty) with ``outcomes``; raises the server's error."""
     api = _api(protocol)
-    data = np.empty((len(images), 1), dtype=object)
-    data[:, 0] = images
-    request = api.InferInput("IMAGE", list(data.shape), "BYTES")
-    request.set_data_from_numpy(data)
+    request = image_input(api, images)
     names = ["TEXT", "CONFIDENCE"] + (["CHAR_PROBS"] if char_probs else []) + (["ERROR", "FLAG"] if outcomes else [])
     with server.client(protocol) as client:
         result = client.infer("spin_ocr", [request], outputs=[api.InferRequestedOutput(n) for n in names], request_id=request_id)
@@ -196,7 +194,7 @@ def scrape(server) -> dict[tuple[str, frozenset], float]:
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_degenerate_images_are_flagged_and_counted(triton_server, protocol, word_images, bad_images):
-    from spinrec.serving.names import FLAGGED_METRIC, REJECTED_METRIC
+    from spinrec.contract import FLAGGED_METRIC, REJECTED_METRIC
 
     degenerate = _degenerate_images()
     before = scrape(triton_server)
@@ -261,3 +259,7 @@ def test_metadata_and_configs_match_clients(triton_server, protocol):
         assert int(config["max_batch_size"]) == 64
         assert "dynamic_batching" in config
         assert all(g["kind"] == "KIND_CPU" for g in config["instance_group"])
+
+
+def test_the_log_says_which_encoder_runtime_and_precision_serve(triton_server):
+    assert "spin_encoder: encoder on openvino, precision fp32" in triton_server.log.read_text()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from builders.build_repository import CHARSET, CHECKPOINT, ONNX
+from spinrec.contract import CHARSET, CHECKPOINT, ONNX
 from spinrec.charset import Charset
 from spinrec.decoding import Reading
 from spinrec.preprocess import preprocess_batch

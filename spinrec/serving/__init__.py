@@ -3,8 +3,8 @@
 :mod:`spinrec.serving.stages` holds the array code of the three stages (testable without a server);
 :mod:`spinrec.serving.triton` adapts it to the Python backend's request/response API and is imported
 only inside Triton's Python stub; :mod:`spinrec.serving.launch` starts a server on the model repository,
-:mod:`spinrec.serving.front` the proxy that refuses oversized requests in front of it, and
-:mod:`spinrec.serving.names` names the tensors and metrics clients see.
-No serving process imports PyTorch (the decoder is NumPy) and only the encoder loads ONNX Runtime, so the
+:mod:`spinrec.serving.front` the proxy that refuses oversized requests in front of it. Names, tensors and
+layout come from :mod:`spinrec.contract`.
+No serving process imports PyTorch (the decoder is NumPy) and only the encoder loads OpenVINO or ONNX Runtime, so the
 preprocessor and decoder processes stay light.
 """

@@ -8,7 +8,7 @@ in a temporary folder. The stub embeds the system ``libpython3.X`` in isolated m
 ``PYTHONPATH`` and finds its packages as the ``python3`` first on ``PATH`` would (through that
 interpreter's ``pyvenv.cfg``), so the launcher puts this interpreter's directory first on ``PATH``.
 
-The repository is built first (``builders/build_repository.py``) when its artifacts are missing or were
+The repository is built first (:mod:`spinrec.repository`) when its artifacts are missing or were
 built from other weights than the ones asked for (``--max-error`` and ``--noise-factor`` go to the
 builder). Unknown options pass through to ``tritonserver``
 (e.g. ``--log-verbose=1`` or ``-- --exit-timeout-secs=5``). The launcher stays in the foreground,
@@ -29,12 +29,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
-CPU_CONFIG = "cpu"
-TENSORRT_PLAN = Path("spin_encoder/1/model.plan")
-# Where builders/plugins/spinBlendPlugin's README builds the TensorRT plugin the engine's SpinBlend node needs.
-DEFAULT_PLUGIN = Path(os.environ.get("SPIN_PLUGIN_LIBRARY", REPO_ROOT / "build/spin_plugin/libspin_plugin.so"))
+from spinrec import repository
+from spinrec.contract import CPU_CONFIG, PLAN
+
+DEFAULT_REPOSITORY = repository.DEFAULT_OUTPUT
+# Where spinrec/kernels/spinBlendPlugin's README builds the TensorRT plugin the engine's SpinBlend node needs.
+DEFAULT_PLUGIN = Path(os.environ.get("SPIN_PLUGIN_LIBRARY", DEFAULT_REPOSITORY.parent / "build/spin_plugin/libspin_plugin.so"))
 LOG_LEVELS = {
     "error": ["--log-info=false", "--log-warning=false"],
     "warning": ["--log-info=false"],
@@ -95,7 +95,7 @@ def stub_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     # interpreter locates its prefix by searching PATH for python3 and reading the pyvenv.cfg beside it.
     env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p)
     # Every model instance is its own process: uncapped, each BLAS/OpenMP pool would size itself to all
-    # cores. Stages that want more threads set them explicitly (the encoder's ONNX Runtime "threads").
+    # cores. Stages that want more threads set them explicitly (the encoder's "threads" parameter).
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, "1")
     return env
@@ -121,36 +121,29 @@ def choose_config(mode: str, from_wheel: bool, repository: Path, plugin: Path) -
         return CPU_CONFIG
     if mode == "default":
         return None
-    tensorrt_ready = not from_wheel and gpu_visible() and (repository / TENSORRT_PLAN).is_file() and plugin.is_file()
+    tensorrt_ready = not from_wheel and gpu_visible() and (repository / PLAN).is_file() and plugin.is_file()
     return None if tensorrt_ready else CPU_CONFIG
 
 
-def ensure_built(repository: Path, weights: Path | None, rebuild: bool, options: list[str] | None = None) -> None:
+def ensure_built(output: Path, weights: Path | None, rebuild: bool, options: list[str] | None = None) -> None:
     """Run the repository builder (in a child process: torch stays out of the launcher) when needed;
     ``options`` (e.g. ``["--max-error", "2e-4"]``) go to the builder's command line."""
-    sys.path.insert(0, str(REPO_ROOT))
     try:
-        from builders import build_repository
-    except ImportError:
-        raise LaunchError(f"cannot build {repository}: builders/ not found under {REPO_ROOT}") from None
-    finally:
-        sys.path.remove(str(REPO_ROOT))
-    try:
-        reason = "--rebuild" if rebuild else build_repository.needs_build(repository, weights)
-    except build_repository.BuildError as e:
+        reason = "--rebuild" if rebuild else repository.needs_build(output, weights)
+    except repository.BuildError as e:
         raise LaunchError(str(e)) from None
     if reason is not None:
-        print(f"launch: building {repository} ({reason})", file=sys.stderr, flush=True)
-        cmd = [sys.executable, "-m", "builders.build_repository", "--output", str(repository)]
+        print(f"launch: building {output} ({reason})", file=sys.stderr, flush=True)
+        cmd = [sys.executable, "-m", "spinrec.repository", "--output", str(output)]
         if weights is not None:
             cmd += ["--weights", str(weights)]
         cmd += options or []
-        if subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0:
-            raise LaunchError(f"building {repository} failed (see above)")
+        if subprocess.run(cmd).returncode != 0:
+            raise LaunchError(f"building {output} failed (see above)")
         return  # the builder has printed its own warnings
-    if (build_repository.read_record(repository) or {}).get("untrained"):
-        print(build_repository.UNTRAINED_BANNER.format(
-            bar="!" * 100, default=build_repository.DEFAULT_WEIGHTS, seed=build_repository.UNTRAINED_SEED
+    if (repository.read_record(output) or {}).get("untrained"):
+        print(repository.UNTRAINED_BANNER.format(
+            bar="!" * 100, default=repository.DEFAULT_WEIGHTS, seed=repository.UNTRAINED_SEED
         ), file=sys.stderr, flush=True)
 
 
@@ -204,7 +197,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--log-level", choices=sorted(LOG_LEVELS), default="info")
     parser.add_argument(
         "--config", choices=("auto", "cpu", "default"), default="auto",
-        help="model configuration: cpu = configs/cpu.pbtxt (ONNX Runtime), default = config.pbtxt (TensorRT); "
+        help="model configuration: cpu = configs/cpu.pbtxt (the ONNX graph under OpenVINO or ONNX Runtime, its \"runtime\" parameter; OpenVINO as shipped), default = config.pbtxt (TensorRT); "
         "auto = default only with tritonserver on PATH, a GPU and a built model.plan (default: %(default)s)",
     )
     parser.add_argument(
@@ -215,7 +208,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the repository even if it looks current")
     parser.add_argument("--no-build", action="store_true", help="serve the repository as it is")
     for option, help_text in (
-        ("--max-error", "builder: ONNX-vs-PyTorch feature error always accepted (python -m builders.build_repository --help)"),
+        ("--max-error", "builder: ONNX-vs-PyTorch feature error always accepted (python -m spinrec.repository --help)"),
         ("--noise-factor", "builder: multiple of PyTorch's own float32 feature noise also accepted"),
     ):
         parser.add_argument(option, type=float, help=help_text)

@@ -14,13 +14,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from spinrec.charset import Charset
+from spinrec.contract import INT8_FILES
 from spinrec.decoding import Reading, decode
 
 
 RUNTIMES = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
-#: The INT8 encoders (written by :mod:`spinrec.quantize`, ``build_repository --int8``), next to the float graph.
-INT8_FILES = {"openvino": "model_int8.xml", "onnxruntime": "model_int8.onnx"}
 #: OpenVINO ``OPTIMIZATION_CAPABILITIES`` a reduced precision needs to be worth running.
 _NEEDS = {"bf16": "BF16", "int8": "INT8"}
 #: /proc/cpuinfo flags that make int8 (VNNI, AMX-INT8) and bf16 (AVX512_BF16, AMX-BF16) fast.
@@ -57,7 +56,7 @@ def onnxruntime_encoder(path: str | Path, threads: int = 1) -> Callable[[np.ndar
     """The encoder graph in an ONNX Runtime session (all graph optimisations) -> ``run(images)``."""
     import onnxruntime as ort
 
-    from spinrec.onnx_export import INPUT_NAME, OUTPUT_NAME
+    from spinrec.contract import ENCODER_INPUT as INPUT_NAME, ENCODER_OUTPUT as OUTPUT_NAME
 
     options = ort.SessionOptions()
     # One process per Triton instance: its thread pool must not grow with the machine's core count.

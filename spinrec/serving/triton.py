@@ -17,7 +17,9 @@ import triton_python_backend_utils as pb_utils
 
 from spinrec.decoding import Reading
 from spinrec.preprocess import FLAGS, REJECTIONS, preprocess_outcomes
-from spinrec.serving.names import CHAR_PROBS, CONFIDENCE, ERROR, FLAG, FLAGGED_METRIC, IMAGE, REJECTED_METRIC, STEP_ERROR, STEP_FLAG, TEXT
+from spinrec.contract import (
+    CHAR_PROBS, CONFIDENCE, ENCODER_INPUT, ENCODER_OUTPUT, ERROR, FLAG, FLAGGED_METRIC, IMAGE, REJECTED_METRIC, STEP_ERROR, STEP_FLAG, TEXT,
+)
 
 #: What the decoder returns for a row whose image was refused (the features of its all-zero image are noise).
 REFUSED = Reading("", 0.0, np.zeros(0, np.float32))
@@ -71,7 +73,7 @@ class _StageModel:
 
 class PreprocessModel(_StageModel):
     """``IMAGE`` (encoded bytes, ``[b,1]``) -> ``image`` (float32 ``[b,1,32,100]``), ``error`` and ``flag``
-    (strings ``[b,1]``, which the decoder returns as ``ERROR`` and ``FLAG``: :mod:`spinrec.serving.names`).
+    (strings ``[b,1]``, which the decoder returns as ``ERROR`` and ``FLAG``: :mod:`spinrec.contract`).
     A bad image gets an all-zero row and its reason in ``error``; the request and the other images go on. Every rejection is logged once, with the
     request id, and counted in :data:`REJECTED_METRIC`; every flag in :data:`FLAGGED_METRIC`."""
 
@@ -99,7 +101,7 @@ class PreprocessModel(_StageModel):
             errors, flags = outcomes.errors[r], outcomes.flags[r]
             self.account(request, errors, flags)
             tensors = [pb_utils.Tensor(STEP_ERROR, _strings(errors)), pb_utils.Tensor(STEP_FLAG, _strings(flags))]
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("image", outcomes.batch[r]), *tensors]))
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(ENCODER_INPUT, outcomes.batch[r]), *tensors]))
         return responses
 
     def account(self, request, errors, flags) -> None:
@@ -129,11 +131,13 @@ class EncoderModel(_StageModel):
             )
         except ValueError as e:
             raise pb_utils.TritonModelException(f"{self.name}: {e}") from None
+        # Which runtime and precision serve is the first thing to know about a CPU server's speed and texts.
+        pb_utils.Logger.log_info(f"{self.name}: encoder on {self.encoder.runtime}, precision {self.encoder.precision}")
 
     def execute(self, requests):
-        images, rows = self.gather(requests, "image")
+        images, rows = self.gather(requests, ENCODER_INPUT)
         features = self.encoder(images)
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("features", features[r])]) for r in rows]
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(ENCODER_OUTPUT, features[r])]) for r in rows]
 
 
 class DecoderModel(_StageModel):
@@ -172,14 +176,14 @@ class DecoderModel(_StageModel):
         when the encoder ran on CPU), which CuPy cannot import by DLPack, so those are uploaded."""
         import cupy
 
-        tensors = [pb_utils.get_input_tensor_by_name(r, "features") for r in requests]
+        tensors = [pb_utils.get_input_tensor_by_name(r, ENCODER_OUTPUT) for r in requests]
         arrays = [cupy.asarray(t.as_numpy()) if t.is_cpu() else cupy.from_dlpack(t.to_dlpack()) for t in tensors]
         return cupy.concatenate(arrays), self.rows(arrays)
 
     def execute(self, requests):
         from spinrec.serving.stages import pack_readings
 
-        features, rows = self.gather_device(requests) if self.device == "gpu" else self.gather(requests, "features")
+        features, rows = self.gather_device(requests) if self.device == "gpu" else self.gather(requests, ENCODER_OUTPUT)
         readings = self.decoder(features)
         errors, _ = self.gather(requests, STEP_ERROR)
         flags, _ = self.gather(requests, STEP_FLAG)

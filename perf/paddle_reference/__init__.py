@@ -7,5 +7,6 @@
   ``SPINLabelEncode``, ``SPINRecResizeImg``, ``resize_norm_img_spin``, ``spin_dict.txt``) from the
   installed ``paddleocr==2.7.3`` wheel at test time, without its heavy optional dependencies.
 
-Nothing here is imported by the package; the tests skip when Paddle or the wheel is missing.
+Dev-only (not shipped in the wheel); the package never imports it. Used by the fidelity tests and
+:mod:`perf.paddle_inference`; both skip when Paddle or the wheel is missing.
 """

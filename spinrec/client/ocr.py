@@ -19,8 +19,8 @@ from typing import Sequence
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from client.resilience import EndpointPool, RetryPolicy, parse_urls
-from spinrec.serving.names import CHAR_PROBS, CONFIDENCE, ERROR, FLAG, IMAGE, MODEL, TEXT
+from spinrec.client.resilience import EndpointPool, RetryPolicy, parse_urls
+from spinrec.contract import CHAR_PROBS, CONFIDENCE, ENSEMBLE as MODEL, ERROR, FLAG, IMAGE, TEXT
 
 PROTOCOLS = {"http": "127.0.0.1:8000", "grpc": "127.0.0.1:8001"}
 # The HTTP status and the ensemble's name only add noise to an error message.
@@ -67,6 +67,16 @@ def _api(protocol: str):
     else:
         raise ValueError(f"protocol must be http or grpc, got {protocol!r}")
     return sync, aio
+
+
+def image_input(api, images: Sequence[bytes]):
+    """The ensemble's ``IMAGE`` input carrying ``images``, one row each; ``api`` is ``tritonclient.http`` or
+    ``tritonclient.grpc`` (or their ``aio`` modules' parents)."""
+    data = np.empty((len(images), 1), dtype=object)
+    data[:, 0] = list(images)
+    request = api.InferInput(IMAGE, list(data.shape), "BYTES")
+    request.set_data_from_numpy(data)
+    return request
 
 
 def _message(error: BaseException) -> str:
@@ -174,10 +184,7 @@ class OcrClient:
 
     async def _infer(self, paths: Sequence[str], images: Sequence[bytes]) -> list[Result]:
         """One request; raises the server's error when the request fails as a whole."""
-        data = np.empty((len(images), 1), dtype=object)
-        data[:, 0] = list(images)
-        request = self._sync.InferInput(IMAGE, list(data.shape), "BYTES")
-        request.set_data_from_numpy(data)
+        request = image_input(self._sync, images)
         names = [TEXT, CONFIDENCE, ERROR, FLAG] + ([CHAR_PROBS] if self.char_probs else [])
         outputs = [self._sync.InferRequestedOutput(n) for n in names]
         timeout = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}

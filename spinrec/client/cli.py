@@ -1,4 +1,4 @@
-"""``python -m client``: read word images with a Triton server running the ``spin_ocr`` ensemble."""
+"""``spinrec-client`` (or ``python -m spinrec.client``): read word images with a Triton server running the ``spin_ocr`` ensemble."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import sys
 import time
 import warnings
 
-from client.inputs import collect
-from client.ocr import MODEL, PROTOCOLS, BatchSizeClamped, ClientError, OcrClient, Result
-from client.resilience import RetryPolicy
+from spinrec.client.ocr import MODEL, PROTOCOLS, BatchSizeClamped, ClientError, OcrClient, Result
+from spinrec.client.resilience import RetryPolicy
+from spinrec.inputs import collect
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m client",
+        prog="spinrec-client",
         description="Read word images with Triton's spin_ocr model. Prints one line per image, in input order.",
     )
     parser.add_argument("images", nargs="*", help="image files, directories (searched recursively), globs, or - for one image on stdin")

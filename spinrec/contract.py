@@ -1,0 +1,112 @@
+"""The serving contract: the one place the names, tensors, file layout and plugin identity are written.
+
+Everything that builds, serves, calls or measures the models imports these values; the ``config.pbtxt``
+files cannot import, so ``tests/test_contract.py`` checks each of them against :data:`MODELS`, and the
+TensorRT plugin's C++ constants (``kPLUGIN_NAME``, ``kPLUGIN_VERSION``) against :data:`PLUGIN_OP` and
+:data:`PLUGIN_VERSION`. Standard library only: every process (the Triton stubs, the client, the
+launcher) may import it without pulling anything else in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# ------------------------------------------------------------------------------------------- models
+PREPROCESS = "spin_preprocess"
+ENCODER = "spin_encoder"
+DECODER = "spin_decoder"
+ENSEMBLE = "spin_ocr"
+
+# ---------------------------------------------------------------------------------------- tensors
+#: What clients see, per image (one row of the batch): ``IMAGE`` (encoded PNG, JPEG, ...) in; ``TEXT``,
+#: ``CONFIDENCE``, ``CHAR_PROBS`` (on request), ``ERROR`` (empty when the image was read, else why it was
+#: refused; its ``TEXT`` is then empty and its ``CONFIDENCE`` 0) and ``FLAG`` (empty, or why the reading of a
+#: degenerate image is doubtful, starting with one of :data:`spinrec.preprocess.FLAGS`) out.
+IMAGE = "IMAGE"
+TEXT = "TEXT"
+CONFIDENCE = "CONFIDENCE"
+CHAR_PROBS = "CHAR_PROBS"
+ERROR = "ERROR"
+FLAG = "FLAG"
+#: Between the steps: the preprocessed batch (the encoder graph's input) and the encoder's features
+#: (its output, the decoder's input). The ONNX graph uses the same two names.
+ENCODER_INPUT = "image"
+ENCODER_OUTPUT = "features"
+#: The per-image messages from the preprocessor to the decoder, which returns them as ERROR and FLAG
+#: (Triton 2.51's ensemble fails a request for an output of an earlier step, so every output comes from the last).
+STEP_ERROR = "error"
+STEP_FLAG = "flag"
+#: Per-row shapes (the batch dimension excluded): channels, height, width of the preprocessed image, and
+#: the encoder's time steps and channels.
+IMAGE_SHAPE = (1, 32, 100)
+FEATURES_SHAPE = (26, 512)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str  # Triton's config name, e.g. "TYPE_FP32"
+    dims: tuple[int, ...]  # per row; -1 is variable
+
+
+@dataclass(frozen=True)
+class Model:
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+
+
+_MESSAGES = (Tensor(STEP_ERROR, "TYPE_STRING", (1,)), Tensor(STEP_FLAG, "TYPE_STRING", (1,)))
+_READINGS = (
+    Tensor(TEXT, "TYPE_STRING", (1,)),
+    Tensor(CONFIDENCE, "TYPE_FP32", (1,)),
+    Tensor(CHAR_PROBS, "TYPE_FP32", (-1,)),
+    Tensor(ERROR, "TYPE_STRING", (1,)),
+    Tensor(FLAG, "TYPE_STRING", (1,)),
+)
+
+#: What each model of the repository takes and returns (per row; every model batches on dimension 0).
+MODELS = {
+    PREPROCESS: Model(
+        inputs=(Tensor(IMAGE, "TYPE_STRING", (1,)),),
+        outputs=(Tensor(ENCODER_INPUT, "TYPE_FP32", IMAGE_SHAPE), *_MESSAGES),
+    ),
+    ENCODER: Model(
+        inputs=(Tensor(ENCODER_INPUT, "TYPE_FP32", IMAGE_SHAPE),),
+        outputs=(Tensor(ENCODER_OUTPUT, "TYPE_FP32", FEATURES_SHAPE),),
+    ),
+    DECODER: Model(inputs=(Tensor(ENCODER_OUTPUT, "TYPE_FP32", FEATURES_SHAPE), *_MESSAGES), outputs=_READINGS),
+    ENSEMBLE: Model(inputs=(Tensor(IMAGE, "TYPE_STRING", (1,)),), outputs=_READINGS),
+}
+
+#: Custom metrics the preprocessor exports on Triton's metrics port (counters, labelled ``model`` and
+#: ``reason`` (one of spinrec.preprocess.REJECTIONS) / ``flag`` (one of spinrec.preprocess.FLAGS)).
+REJECTED_METRIC = "spin_images_rejected_total"
+FLAGGED_METRIC = "spin_readings_flagged_total"
+
+# --------------------------------------------------------------------------- model repository layout
+#: Artifacts inside a model repository, relative to its root.
+ONNX = Path(ENCODER, "1", "model.onnx")
+PLAN = Path(ENCODER, "1", "model.plan")
+CHECKPOINT = Path(DECODER, "1", "model.safetensors")
+CHARSET = Path(DECODER, "1", "charset.txt")
+RECORD = Path("build.json")
+#: The INT8 encoders per runtime (spinrec.quantize, ``--int8`` builds), file names beside :data:`ONNX`.
+INT8_FILES = {"openvino": "model_int8.xml", "onnxruntime": "model_int8.onnx"}
+#: What the CPU repository needs to serve (the TensorRT plan is built separately, on a GPU host).
+ARTIFACTS = (ONNX, CHECKPOINT, CHARSET, RECORD)
+#: The ``--model-config-name`` of the CPU configurations (``<model>/configs/cpu.pbtxt``).
+CPU_CONFIG = "cpu"
+
+# -------------------------------------------------------------------------------- SpinBlend plugin
+#: The op's name in ONNX graphs, the TensorRT plugin's creator name (C++ ``kPLUGIN_NAME``) and the
+#: onnxruntime-extensions PyOp type: TensorRT's parser maps a node to the plugin of the same name.
+PLUGIN_OP = "SpinBlend"
+PLUGIN_VERSION = "1"
+#: The onnxruntime-extensions PyOp domain: ORT needs a registered domain, TensorRT ignores it.
+PLUGIN_DOMAIN = "ai.onnx.contrib"
+#: The node's inputs in order, and its attributes (the plugin's fields).
+PLUGIN_INPUTS = ("image", "weights", "offsets", "gate", "norm_weight", "norm_bias")
+PLUGIN_FIELDS = ("exponents", "eps")
+#: The kernel and plugin sources (one CMake project), shipped inside the package.
+KERNEL_DIR = Path(__file__).resolve().parent / "kernels" / "spinBlendPlugin"

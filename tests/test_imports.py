@@ -1,0 +1,135 @@
+"""Imports run one way: the package never reaches up into the repository's tools, its modules import each
+other without loops, and the CPU serving path runs without PyTorch.
+
+The graph is read from the sources with ``ast``, function-level imports included (a lazy import is still a
+dependency: it only moves the failure to the first call).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "spinrec"
+#: Top-level folders of the repository that are tools around the package, never dependencies of it.
+OUTSIDE = ("builders", "perf", "tests", "conftest")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_names(path: Path) -> list[tuple[str, int]]:
+    """``(absolute module name, line)`` of every import in ``path``; ``from pkg import sub`` names ``pkg.sub``
+    when ``sub`` is a module of this package."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                out.append((sub if _is_package_module(sub) else base, node.lineno))
+    return out
+
+
+def _is_package_module(name: str) -> bool:
+    if not name.startswith("spinrec."):
+        return False
+    rel = Path(*name.split(".")[1:])
+    return (PACKAGE / rel).with_suffix(".py").is_file() or (PACKAGE / rel / "__init__.py").is_file()
+
+
+def package_graph() -> dict[str, list[tuple[str, int]]]:
+    return {module_name(p): imported_names(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_the_package_never_imports_the_tools_around_it():
+    upward = [
+        f"{module} line {line}: {target}"
+        for module, targets in package_graph().items()
+        for target, line in targets
+        if target.split(".")[0] in OUTSIDE
+    ]
+    assert not upward, "the package imports repository tools:\n" + "\n".join(upward)
+
+
+def test_no_import_loops_within_the_package():
+    graph = {
+        module: {t for t, _ in targets if t.startswith("spinrec.") and t != module and not module.startswith(t + ".")}
+        for module, targets in package_graph().items()
+    }
+    loops = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                loops.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in state:
+                visit(target, path + [target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not loops, "import loops:\n" + "\n".join(loops)
+
+
+def test_the_graph_reader_sees_a_lazy_upward_import(tmp_path, monkeypatch):
+    """The checks above are only as good as the reader: a function-level ``from builders import x`` and
+    ``from . import y`` must both show up."""
+    module = PACKAGE / "serving" / "launch.py"
+    found = dict(imported_names(module))
+    assert "spinrec.repository" in found and "spinrec.contract" in found
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from builders import build_engine\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path)
+    assert ("builders", 2) in imported_names(probe)
+
+
+SERVE_WITHOUT_TORCH = """
+import json, sys
+from pathlib import Path
+import cv2
+import numpy as np
+from spinrec import contract
+from spinrec.charset import Charset
+from spinrec.preprocess import preprocess_batch
+from spinrec.serving import launch, stages
+
+repo = Path(sys.argv[1])
+image = cv2.imencode(".png", np.full((32, 100, 3), 255, np.uint8))[1].tobytes()
+batch, _ = preprocess_batch([image, image])
+decoder = stages.HeadDecoder(repo / contract.CHECKPOINT, Charset.from_file(str(repo / contract.CHARSET)))
+texts = {}
+for runtime in stages.RUNTIMES:
+    encoder = stages.OnnxEncoder(repo / contract.ONNX, runtime=runtime)
+    texts[runtime] = [r.text for r in decoder(encoder(batch))]
+print(json.dumps({"texts": texts, "torch": "torch" in sys.modules}))
+"""
+
+
+@pytest.mark.slow
+def test_the_cpu_serving_path_runs_without_torch(built_repository):
+    """Every serving stage built and run in one process (both encoder runtimes): PyTorch never loads."""
+    done = subprocess.run(
+        [sys.executable, "-c", SERVE_WITHOUT_TORCH, str(built_repository)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert set(result["texts"]) == {"onnxruntime", "openvino"} and all(len(t) == 2 for t in result["texts"].values())
+    assert result["torch"] is False
