@@ -34,7 +34,9 @@ from spinrec.preprocess import preprocess_batch  # noqa: E402
 
 TOL_REFERENCE = 2e-5
 TOL_PYTORCH = 1e-3
-SEED = 1
+# Re-chosen when the Paddle reference was re-derived from upstream source (its parameter order, hence the random
+# model, changed): seed 1 then put one image at a near-tie (top-2 gap 1.1e-5) and seeds 2 and 4 read every input alike.
+SEED = 3
 WORDS = (("paddle", ".png"), ("inference", ".jpg"), ("x7", ".png"), ("proxy", ".jpg"), ("Batch-9", ".png"))
 SMALL = SPINConfig(backbone_out_channels=32, neck_hidden_size=32, neck_out_channels=(32, 512), head_hidden_size=32)
 

@@ -120,7 +120,8 @@ class GridGenerator(nn.Layer):
         gx = (paddle.arange(-width, width, 2, dtype="float64") + 1.0) / paddle.to_tensor(width, dtype="float64")
         gy = (paddle.arange(-height, height, 2, dtype="float64") + 1.0) / paddle.to_tensor(height, dtype="float64")
         p = paddle.stack(paddle.meshgrid(gx, gy), axis=2)  # [W, H, 2]
-        return paddle.transpose(p, perm=[1, 0, 2]).reshape([-1, 2])
+        # flatten, not reshape: Paddle Inference (PIR, 3.3) refuses reshape of this transposed float64 tensor
+        return paddle.transpose(p, perm=[1, 0, 2]).flatten(0, 1)
 
     def build_inv_delta_C_paddle(self, C):
         """``GridGenerator.build_inv_delta_C_paddle``: ``hat_C[i, j] = r^2 log r`` with r the distance
