@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from string import Template
 
 import yaml
 
+from spinrec.serving.launch import free_port
 from spinrec.client import OcrClient
 from spinrec.client.resilience import NO_RETRY, RetryPolicy
 from perf.run import _ready, stop
@@ -54,12 +54,6 @@ TRITON_EXAMPLE_QUERY = (f'avg by (pod) (delta(nv_inference_queue_duration_us{{na
 READY_TIMEOUT_S = 300
 # The retry phase uses the library's default policy.
 CLIENT_RETRY = RetryPolicy()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

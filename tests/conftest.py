@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 
 from perf.untrained import make_test_checkpoint
+from spinrec.serving.launch import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "default.safetensors"
@@ -104,12 +104,6 @@ def expected(reference, word_images):
 def built_repository(tmp_path_factory, checkpoint) -> Path:
     """The model repository built from :func:`checkpoint` into a temporary folder."""
     return build_repository(tmp_path_factory.mktemp("model_repository"), checkpoint)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -24,6 +24,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,13 @@ LOG_LEVELS = {
 class LaunchError(RuntimeError):
     """The server cannot be started; the message says what to do."""
 
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the kernel's pick), for servers started side by side."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 def find_server() -> tuple[Path, Path | None]:
     """``(tritonserver binary, the wheel's tritonserver folder or None when the binary is from PATH)``."""
