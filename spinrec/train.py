@@ -172,10 +172,11 @@ class Trainer:
             self.init_metadata = weights.read_metadata(tc.init)
             state = weights.read_state(tc.init)
             start = weights.config_of(self.init_metadata)
-            turned_on = [b for b in BRANCHES if start is not None and getattr(config.model, b) and not getattr(start, b)]
-            widened = start is not None and start.backbone_out_channels != config.model.backbone_out_channels
-            if start is not None and (widened or turned_on):
-                state = grow_state(state, start, config.model, self.model.state_dict(), tc.seed)
+            if start is not None:
+                turned_on = [b for b in BRANCHES if getattr(config.model, b) and not getattr(start, b)]
+                widened = start.backbone_out_channels != config.model.backbone_out_channels
+                if widened or turned_on:
+                    state = grow_state(state, start, config.model, self.model.state_dict(), tc.seed)
                 if widened:
                     self.init_metadata["widened_from"] = str(start.backbone_out_channels)
                 if turned_on:
@@ -408,8 +409,9 @@ def export(run_dir: str | Path, out: str | Path, half: bool = False, reports: Ca
     weights.save(model.eval(), out, meta, half=half)
     if (run_dir / "curves.png").exists():
         shutil.copyfile(run_dir / "curves.png", out.parent / "training_curves.png")
-    if reports.real_crops and Path(str(reports.real_crops).removesuffix(".json") + "_misses.png").exists():
-        shutil.copyfile(str(reports.real_crops).removesuffix(".json") + "_misses.png", out.parent / "real_crops_misses.png")
+    misses = Path(str(reports.real_crops).removesuffix(".json") + "_misses.png") if reports.real_crops else None
+    if misses and misses.exists():
+        shutil.copyfile(misses, out.parent / "real_crops_misses.png")
     (out.parent / "README.md").write_text(model_card(config, state, out, half, reports))
     return meta
 
