@@ -5,6 +5,7 @@ metrics, metadata and configs."""
 from __future__ import annotations
 
 import re
+import socket
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from spinrec.client.ocr import image_input
+from spinrec.serving.launch import free_port
 
 PROTOCOLS = ("http", "grpc")
 # ONNX Runtime (server) vs PyTorch (reference) encoders, and different batch compositions, move
@@ -263,3 +265,18 @@ def test_metadata_and_configs_match_clients(triton_server, protocol):
 
 def test_the_log_says_which_encoder_runtime_and_precision_serve(triton_server):
     assert "spin_encoder: encoder on openvino, precision fp32" in triton_server.log.read_text()
+
+
+def test_free_ports_picked_one_after_another_are_distinct_and_bindable():
+    """The launcher's ports for HTTP, gRPC and metrics come from three calls; a repeat made tritonserver refuse
+    to start ("cannot listen to GRPC requests and metrics requests at the same address and port")."""
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    held = []
+    try:
+        for port in ports[-3:]:
+            held.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            held[-1].bind(("127.0.0.1", port))
+    finally:
+        for s in held:
+            s.close()

@@ -49,11 +49,28 @@ class LaunchError(RuntimeError):
 
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (the kernel's pick), for servers started side by side."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on now and that this process has not handed out before.
+
+    The kernel may give a just-closed port again, so servers whose ports are picked one after another (HTTP,
+    gRPC, metrics) could otherwise get the same one; bound candidates stay held until a new one turns up."""
+    held = []
+    try:
+        while True:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(s)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
+    finally:
+        for s in held:
+            s.close()
+
 
 def find_server() -> tuple[Path, Path | None]:
     """``(tritonserver binary, the wheel's tritonserver folder or None when the binary is from PATH)``."""
