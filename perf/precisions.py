@@ -1,7 +1,7 @@
 """Encoder precisions side by side, in one interleaved run: ``python -m perf.precisions --model-repository R``.
 
-R must be built with ``--int8`` (``python -m builders.build_repository --output R --weights W --int8``) for the
-int8 rows. For each precision (``--precisions``, default fp32,bf16,int8, each the served encoder's
+R needs the INT8 encoders for the int8 rows (``python -m builders.build_repository --output R --weights W``
+writes them unless ``--no-int8``). For each precision (``--precisions``, default fp32,bf16,int8, each the served encoder's
 :class:`~spinrec.serving.stages.OnnxEncoder` on the served runtime) the in-process pipeline (preprocess ->
 encoder -> NumPy decoder, :class:`perf.baselines.InProcessPipeline`) at batch 32 and batch 1 and the encoder
 alone at batch 32 are timed in the same rounds as the 3x3 convolution that sets the fp32 FLOP-count limit

@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--soak-seconds", type=float, default=0, help="after the sweep, hold the best gRPC concurrency this long sampling memory (issue: 600)")
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--precisions", default="", help="also time these encoder precisions in process, interleaved (e.g. fp32,bf16,int8; "
-                   "int8 needs a repository built with --int8): precisions.md in OUT (perf.precisions)")
+                   "int8 needs a repository built without --no-int8): precisions.md in OUT (perf.precisions)")
     p.add_argument("--threads", type=int, default=2, help="thread budget of the in-process baselines (the server's encoder threads)")
     p.add_argument("--baseline-rounds", type=int, default=16, help="timed batch-1 calls per baseline; batch 32 gets a quarter")
     return p.parse_args(argv)

@@ -83,7 +83,7 @@ def build_variant(source: Path, out: Path, encoder: str = "served", encoder_inst
     elif encoder != "served":
         (out / "spin_encoder" / "1" / "encoder_variant.py").write_text(ENCODER_MODEL)
         text = _set(text, r'default_model_filename: "[^"]*"', 'default_model_filename: "encoder_variant.py"')
-    if encoder_precision is not None:  # int8 needs the INT8 encoders in the source (build_repository --int8)
+    if encoder_precision is not None:  # int8 needs the INT8 encoders in the source (not built --no-int8)
         text = _set_param(text, "precision", encoder_precision)
     if encoder_threads is not None:
         text = _set_param(text, "threads", str(encoder_threads))

@@ -128,13 +128,13 @@ def _place(src: Path, dst: Path) -> None:
 
 
 def build(
-    output: Path = DEFAULT_OUTPUT, weights: Path | None = None, max_error: float | None = None, noise_factor: float | None = None, int8: bool = False
+    output: Path = DEFAULT_OUTPUT, weights: Path | None = None, max_error: float | None = None, noise_factor: float | None = None, int8: bool = True
 ) -> dict:
     """Build ``output`` from ``weights`` (see the module doc) and return the record written to build.json.
 
     ``max_error`` and ``noise_factor`` default to :data:`spinrec.onnx_export.ERROR_FLOOR` and
     :data:`~spinrec.onnx_export.NOISE_FACTOR`. ``int8`` also writes the INT8 encoders
-    (:func:`spinrec.quantize.build_int8`) that precision ``int8`` serves."""
+    (:func:`spinrec.quantize.build_int8`) that the served precision ``int8`` runs; without them it runs fp32."""
     from tqdm import tqdm
 
     weights = resolve_weights(weights)
@@ -250,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         "--noise-factor", type=float,
         help="also accept up to this multiple of PyTorch's own float32 feature noise (default: 3, spinrec.onnx_export.NOISE_FACTOR)",
     )
-    parser.add_argument("--int8", action="store_true", help="also write the INT8 encoders (NNCF and ONNX Runtime QDQ) for precision int8")
+    parser.add_argument(
+        "--int8", action=argparse.BooleanOptionalAction, default=True,
+        help="write the INT8 encoders (NNCF and ONNX Runtime QDQ) that the served precision int8 runs (default); "
+        "--no-int8 skips the calibration and the CPU encoder serves fp32",
+    )
     parser.add_argument("--if-needed", action="store_true", help="do nothing when OUTPUT is already built from the same checkpoint")
     args = parser.parse_args(argv)
     try:

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import WORDS
+from conftest import WORDS, _stop, start_triton
 from spinrec.contract import INT8_FILES, ONNX
 from spinrec.serving.stages import OnnxEncoder, effective_precision
 
@@ -30,21 +30,22 @@ def test_effective_precision(precision, runtime, capabilities, runs):
     assert effective_precision(precision, runtime, capabilities) == runs
 
 
-def test_int8_without_artifact_is_a_clear_error(built_repository, tmp_path):
+def test_int8_without_artifact_falls_back_to_fp32_with_a_warning(built_repository, tmp_path):
     (tmp_path / "model.onnx").symlink_to(built_repository / ONNX)
     for runtime in ("openvino", "onnxruntime"):
-        with pytest.raises(ValueError, match="--int8"):
-            OnnxEncoder(tmp_path / "model.onnx", runtime=runtime, precision="int8")
+        with pytest.warns(UserWarning, match="--no-int8"):
+            encoder = OnnxEncoder(tmp_path / "model.onnx", runtime=runtime, precision="int8")
+        assert (encoder.requested, encoder.precision) == ("int8", "fp32")
 
 
 @pytest.fixture(scope="module")
 def int8_repository(tmp_path_factory, checkpoint):
-    """A repository built with ``--int8`` from the test checkpoint (published architecture, GA-SPIN with
-    TPS and offsets)."""
+    """A repository built as the builder builds by default (INT8 encoders included) from the test checkpoint
+    (published architecture, GA-SPIN with TPS and offsets)."""
     from builders.build_repository import main
 
     out = tmp_path_factory.mktemp("int8_repository")
-    assert main(["--output", str(out), "--weights", str(checkpoint), "--int8"]) == 0
+    assert main(["--output", str(out), "--weights", str(checkpoint)]) == 0
     return out
 
 
@@ -133,7 +134,7 @@ def test_gate_table(checkpoint, tmp_path, word_images):
 
 @pytest.mark.slow
 def test_precisions_interleaved_run_and_int8_variant(int8_repository, tmp_path):
-    """perf.precisions on an --int8 repository: ratios against fp32 from one run, the report and the plot;
+    """perf.precisions on a repository with the INT8 encoders: ratios against fp32 from one run, the report and the plot;
     perf.variants --encoder-precision int8 gives a repository whose encoder loads the linked INT8 graph."""
     from perf import precisions
     from perf.data import render_samples
@@ -154,3 +155,19 @@ def test_precisions_interleaved_run_and_int8_variant(int8_repository, tmp_path):
     variant = build_variant(int8_repository, tmp_path / "v", encoder_precision="int8")
     assert 'key: "precision" value: { string_value: "int8" }' in (variant / "spin_encoder" / "configs" / "cpu.pbtxt").read_text()
     assert OnnxEncoder(variant / ONNX, 1, "openvino", "int8")(np.zeros((1, 1, 32, 100), np.float32)).shape[0] == 1
+
+
+def test_the_default_build_serves_int8_through_triton(int8_repository, word_images, tmp_path):
+    """The shipped CPU config serves int8: tritonserver on a default build says so, and spin_ocr reads what
+    the same INT8 graph reads in process on the same batch."""
+    from perf.baselines import InProcessPipeline
+    from spinrec.client import OcrClient
+
+    server = start_triton(int8_repository, tmp_path / "server.log")
+    try:
+        log = server.log.read_text()
+        assert "spin_encoder: encoder on openvino, precision int8" in log and "configured, see the warning" not in log
+        served = OcrClient(server.grpc_url, "grpc", batch_size=len(word_images)).recognize(list(zip(WORDS, word_images)))
+    finally:
+        _stop(server.process)
+    assert [r.text for r in served] == InProcessPipeline(int8_repository, 2, "openvino", precision="int8")(word_images)

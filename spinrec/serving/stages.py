@@ -108,7 +108,8 @@ class OnnxEncoder:
     :data:`PRECISIONS`): ``fp32``; ``bf16`` (OpenVINO only); ``int8``, the quantized graph of
     :data:`INT8_FILES` next to ``path``. Reduced precisions are faster but change some decoded texts, so
     they are chosen only under the accuracy gate (``python -m spinrec.quantize gate``). Where OpenVINO
-    reports that the CPU lacks a precision, the encoder runs fp32 with a warning instead of failing;
+    reports that the CPU lacks a precision, or the int8 graph was not built, the encoder runs fp32 with a
+    warning instead of failing;
     :attr:`precision` is what runs, :attr:`requested` what was asked for.
     """
 
@@ -126,11 +127,14 @@ class OnnxEncoder:
             precision = effective_precision(precision, runtime, ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
             if precision != self.requested:
                 warnings.warn(f"encoder precision {self.requested}: this CPU has no {_NEEDS[self.requested]} support in OpenVINO; running fp32")
-        self.precision = precision
         if precision == "int8":
-            path = Path(path).with_name(INT8_FILES[runtime])
-            if not path.is_file():
-                raise ValueError(f"encoder precision int8: {path} is missing (build the repository with --int8)")
+            int8_path = Path(path).with_name(INT8_FILES[runtime])
+            if int8_path.is_file():
+                path = int8_path
+            else:  # a repository built with --no-int8 still serves the configured default, in fp32
+                warnings.warn(f"encoder precision int8: {int8_path} is missing (built with --no-int8); running fp32")
+                precision = "fp32"
+        self.precision = precision
         self._run = onnxruntime_encoder(path, threads) if runtime == "onnxruntime" else openvino_encoder(path, threads, precision)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

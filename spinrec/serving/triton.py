@@ -132,7 +132,8 @@ class EncoderModel(_StageModel):
         except ValueError as e:
             raise pb_utils.TritonModelException(f"{self.name}: {e}") from None
         # Which runtime and precision serve is the first thing to know about a CPU server's speed and texts.
-        pb_utils.Logger.log_info(f"{self.name}: encoder on {self.encoder.runtime}, precision {self.encoder.precision}")
+        asked = "" if self.encoder.requested == self.encoder.precision else f" ({self.encoder.requested} configured, see the warning)"
+        pb_utils.Logger.log_info(f"{self.name}: encoder on {self.encoder.runtime}, precision {self.encoder.precision}{asked}")
 
     def execute(self, requests):
         images, rows = self.gather(requests, ENCODER_INPUT)
