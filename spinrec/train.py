@@ -381,11 +381,13 @@ class CardReports:
     """JSON reports of :mod:`spinrec.evaluate` for the model card. ``evaluations``: their tables go in as they
     are; the first dataset of the first one (held-out synthetic words) sets the confidence threshold.
     ``real_crops``: the run on real photographed crops with ``--ablation --gallery`` (its misses picture is
-    ``<report>_misses.png``). ``previous``: the model this one replaces, on the same datasets."""
+    ``<report>_misses.png``). ``previous``: the model this one replaces, on the same datasets. ``precision_gate``:
+    ``python -m spinrec.quantize gate`` on this model, which decides the served CPU precision."""
 
     evaluations: Sequence[str | Path] = ()
     real_crops: str | Path | None = None
     previous: str | Path | None = None
+    precision_gate: str | Path | None = None
 
 
 def export(run_dir: str | Path, out: str | Path, half: bool = False, reports: CardReports = CardReports()) -> dict:
@@ -556,6 +558,12 @@ def _card_evaluations(reports: CardReports) -> list[str]:
                 right = sum(x["correct"] for x in kept)
                 line += f"; on the real crops it keeps {len(kept)} of {real[real_name]['samples']}, {right} of them right"
             lines += [line + ".", ""]
+    if reports.precision_gate:
+        from spinrec.quantize import markdown as gate_markdown
+
+        lines += ["## Served precision", "", "The CPU encoder serves int8 (`spin_encoder/configs/cpu.pbtxt`) only while int8 passes this "
+                  "gate; where it fails, the config's precision goes back to fp32.", "",
+                  gate_markdown(json.loads(Path(reports.precision_gate).read_text()))]
     return lines
 
 
@@ -573,9 +581,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-report", action="append", default=[], help="JSON report of spinrec.evaluate for the model card (repeatable)")
     p.add_argument("--real-crops-report", help="spinrec.evaluate report (--ablation --gallery) on real photographed crops")
     p.add_argument("--previous-report", help="spinrec.evaluate report of the model this one replaces, same datasets")
+    p.add_argument("--precision-gate", help="JSON of python -m spinrec.quantize gate on this model (the served precision's table)")
     args = parser.parse_args(argv)
     if args.command == "export":
-        reports = CardReports(args.eval_report, args.real_crops_report, args.previous_report)
+        reports = CardReports(args.eval_report, args.real_crops_report, args.previous_report, args.precision_gate)
         meta = export(args.run_dir, args.out, args.half, reports)
         print(f"exported {args.run_dir} -> {args.out}: {meta}")
         return 0

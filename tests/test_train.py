@@ -4,6 +4,7 @@ import collections
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -153,7 +154,8 @@ def test_export_writes_a_checkpoint_that_loads_with_the_run_weights(tmp_path):
     for name, report in reports.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(report))
     cv2.imwrite(str(tmp_path / "real_misses.png"), np.zeros((4, 4, 3), np.uint8))
-    card_reports = CardReports([tmp_path / "eval.json"], tmp_path / "real.json", tmp_path / "previous.json")
+    gate = Path(__file__).resolve().parents[1] / "reports" / "precision_gate_default.json"  # a real gate record
+    card_reports = CardReports([tmp_path / "eval.json"], tmp_path / "real.json", tmp_path / "previous.json", gate)
     meta = export(tmp_path / "run", tmp_path / "w.safetensors", half=True, reports=card_reports)
     assert meta["step"] == "2"
     card = (tmp_path / "README.md").read_text()
@@ -164,6 +166,7 @@ def test_export_writes_a_checkpoint_that_loads_with_the_run_weights(tmp_path):
     assert "1 of 4 read right, **25.0 %**" in card and "| -stn | 0.0 % |" in card and (tmp_path / "real_crops_misses.png").exists()
     # 0.99, 0.98, 0.97 right: the threshold 0.970 keeps 3 of 8 held-out readings; on the real crops 1, right.
     assert "confidence >= 0.970" in card and "keeps 37.5 %" in card and "it keeps 1 of 4, 1 of them right" in card
+    assert "## Served precision" in card and "| int8 | openvino int8 | heldout2000 | 2000 | 90.90 % | -0.05 |" in card
     loaded = weights.load(tmp_path / "w.safetensors")
     assert loaded.config == TINY
     for key, value in trainer.model.state_dict().items():
@@ -172,8 +175,6 @@ def test_export_writes_a_checkpoint_that_loads_with_the_run_weights(tmp_path):
 
 
 def test_shipped_configs_parse_and_keep_the_serving_feature_shape():
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1] / "configs"
     for name in ("spin_compact.json", "spin_compact_gpu.json", "spin_r32.json"):
         config = RunConfig.from_file(root / name)
