@@ -14,18 +14,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from tqdm import tqdm
-
 from builders.tensorrt_env import BuildError
-from spinrec.contract import KERNEL_DIR
+from spinrec import kernels
+from spinrec.kernels import KernelBuildError
 
-LIBRARY = "libspin_plugin.so"
+TARGET = "spin_plugin"  # CMakeLists.txt's target: lib{TARGET}.so
 _ARCH_DIRS = (f"{platform.machine()}-linux-gnu", "x86_64-linux-gnu", "aarch64-linux-gnu")
 
 
@@ -56,30 +53,28 @@ def find_nvinfer(root: str | Path | None = None) -> Path | None:
     return None
 
 
-def configure_command(
-    build_dir: Path,
+def configure_options(
     tensorrt_root: str | Path | None = None,
     compile_only: bool = False,
     warnings_as_errors: bool = False,
     cuda_archs: str | None = None,
-) -> list[str]:
-    headers = find_tensorrt_headers(tensorrt_root)
-    if headers is None:
+) -> dict[str, str]:
+    """The CMake options (``-D``) of the plugin build; TensorRT's headers must be findable first."""
+    if find_tensorrt_headers(tensorrt_root) is None:
         raise BuildError("TensorRT headers (NvInfer.h) not found: pass --tensorrt-root or set TENSORRT_ROOT")
+    options = {"SPIN_PLUGIN_COMPILE_ONLY": "ON" if compile_only else "OFF"}
     root = tensorrt_root or os.environ.get("TENSORRT_ROOT")
-    cmd = ["cmake", "-S", str(KERNEL_DIR), "-B", str(build_dir), f"-DSPIN_PLUGIN_COMPILE_ONLY={'ON' if compile_only else 'OFF'}"]
     if root:
-        cmd.append(f"-DTENSORRT_ROOT={root}")
+        options["TENSORRT_ROOT"] = str(root)
     if warnings_as_errors:
-        cmd.append("-DCMAKE_COMPILE_WARNING_AS_ERROR=ON")
+        options["CMAKE_COMPILE_WARNING_AS_ERROR"] = "ON"
     if cuda_archs:
-        cmd.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_archs}")
-    from spinrec.ort_spin_blend import nvcc_path
-
-    nvcc = nvcc_path()
-    if nvcc is not None:
-        cmd.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
-    return cmd
+        options["CMAKE_CUDA_ARCHITECTURES"] = cuda_archs
+    try:
+        options.update(kernels.cuda_options(cuda=True))
+    except KernelBuildError as e:
+        raise BuildError(f"the plugin needs CUDA: {e}") from e
+    return options
 
 
 def build_plugin(
@@ -88,20 +83,14 @@ def build_plugin(
     compile_only: bool = False,
     warnings_as_errors: bool = False,
     cuda_archs: str | None = None,
-    jobs: int = 2,
+    jobs: int | None = None,
 ) -> Path:
     """Configure and build the ``spin_plugin`` target; returns the library."""
-    if shutil.which("cmake") is None:
-        raise BuildError("cmake not found")
-    steps = [
-        configure_command(build_dir, tensorrt_root, compile_only, warnings_as_errors, cuda_archs),
-        ["cmake", "--build", str(build_dir), "--target", "spin_plugin", "-j", str(jobs)],
-    ]
-    for cmd in tqdm(steps, desc="plugin", file=sys.stderr):
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise BuildError(f"{' '.join(cmd)} failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
-    return build_dir / LIBRARY
+    options = configure_options(tensorrt_root, compile_only, warnings_as_errors, cuda_archs)
+    try:
+        return kernels.cmake_build(build_dir, TARGET, options, jobs)
+    except KernelBuildError as e:
+        raise BuildError(str(e)) from e
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--compile-only", action="store_true", help="headers only, libnvinfer not linked")
     p.add_argument("--werror", action="store_true", help="warnings fail the build")
     p.add_argument("--cuda-archs", default=None, help="CMAKE_CUDA_ARCHITECTURES (default: every GPU generation, see CMakeLists.txt)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--jobs", type=int, default=None, help="parallel compile jobs (default: one per CPU)")
     args = p.parse_args(argv)
     try:
         library = build_plugin(args.build_dir, args.tensorrt_root, args.compile_only, args.werror, args.cuda_archs, args.jobs)

@@ -1,9 +1,9 @@
 """The ``SpinBlend`` plugin's kernel library from Python, and ONNX Runtime sessions for plugin graphs.
 
-The library is built from ``spinrec/kernels/spinBlendPlugin`` (``spinBlendKernel.cu`` for the GPU
-kernel, ``spinBlendReference.cpp`` for the CPU reference that runs the kernel's own per-pixel functions)
-and loaded with ctypes. On CPU, a graph exported with ``blend="plugin"`` runs in ONNX Runtime with the
-node implemented by that reference through an onnxruntime-extensions PyOp.
+The library is the ``spin_blend`` target of ``spinrec/kernels/spinBlendPlugin``'s CMake build
+(``spinBlendKernel.cu`` for the GPU kernel, ``spinBlendReference.cpp`` for the CPU reference that runs the
+kernel's own per-pixel functions), loaded with ctypes. On CPU, a graph exported with ``blend="plugin"``
+runs in ONNX Runtime with the node implemented by that reference through an onnxruntime-extensions PyOp.
 
 PyOps read only scalar attributes (int, float, string), so :func:`session` hands ORT a copy of the graph
 whose ``SpinBlend`` nodes also carry the ``exponents`` list as the string attribute ``exponents_text``;
@@ -15,8 +15,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -24,11 +22,11 @@ from typing import Sequence
 import numpy as np
 import onnx
 
+from spinrec import kernels
 from spinrec.contract import KERNEL_DIR, PLUGIN_DOMAIN, PLUGIN_OP
 
-SOURCES = ("spinBlendKernel.cuh", "spinBlendKernel.cu", "spinBlendReference.cpp")
-# CUDA 13 supports sm_75 and newer; the last architecture also carries PTX for newer GPUs.
-GPU_ARCHS = ("75", "80", "86", "89", "90")
+TARGET = "spin_blend"  # CMakeLists.txt's target: lib{TARGET}.so
+SOURCES = ("spinBlendKernel.cuh", "spinBlendKernel.cu", "spinBlendReference.cpp", "CMakeLists.txt")
 MAX_EXPONENTS = 32  # spin::kMaxExponents
 LIBRARY_ENV = "SPINREC_BLEND_LIBRARY"
 EXPONENTS_TEXT = "exponents_text"
@@ -41,7 +39,8 @@ def has_plugin_nodes(proto: onnx.ModelProto) -> bool:
 
 
 class BlendLibraryError(RuntimeError):
-    """The kernel library could not be built or loaded."""
+    """The kernel library could not be found or loaded (a failed build raises
+    :class:`spinrec.kernels.KernelBuildError`)."""
 
 
 class _Shape(ctypes.Structure):
@@ -52,63 +51,21 @@ class _Curves(ctypes.Structure):
     _fields_ = [("count", ctypes.c_int32), ("exponents", ctypes.c_float * MAX_EXPONENTS), ("eps", ctypes.c_float)]
 
 
-def _cuda_home() -> Path | None:
-    """The CUDA toolkit folder holding include/cuda_fp16.h: $CUDA_HOME, $CUDA_PATH, the one of nvcc on PATH
-    (through wrapper scripts: then /usr/local/cuda*), newest first."""
-    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        candidates.append(str(Path(nvcc).resolve().parents[1]))
-    candidates += [str(p) for p in sorted(Path("/usr/local").glob("cuda*"), reverse=True)]
-    return next((Path(c) for c in candidates if c and Path(c, "include", "cuda_fp16.h").is_file()), None)
+def configuration(cuda: bool) -> dict[str, str]:
+    """The CMake options of the library: the ``spin_blend`` target alone (no TensorRT), with the CUDA kernel
+    (every GPU architecture of CMakeLists.txt) or the reference alone (host compiler)."""
+    return {"SPIN_BUILD_PLUGIN": "OFF", **kernels.cuda_options(cuda)}
 
 
-def nvcc_path() -> Path | None:
-    """nvcc of :func:`_cuda_home`, else the one on PATH, or None."""
-    home = _cuda_home()
-    if home is not None and (home / "bin" / "nvcc").is_file():
-        return home / "bin" / "nvcc"
-    found = shutil.which("nvcc")
-    return Path(found) if found else None
+def build_library(build_dir: str | Path, cuda: bool) -> Path:
+    """Build the ``spin_blend`` target in ``build_dir`` (see :func:`configuration`); returns the library."""
+    return kernels.cmake_build(build_dir, TARGET, configuration(cuda))
 
 
-def build_command(output: str | Path, archs: Sequence[str] = GPU_ARCHS) -> list[str]:
-    """The compiler call that builds the library at ``output``.
-
-    With ``archs``: one nvcc call compiling the kernel for each ``sm_XX`` (PTX for the last one too) plus
-    the reference. Without: the reference alone with the host C++ compiler (CUDA headers still needed for
-    ``cuda_fp16.h``).
-    """
-    home = _cuda_home()
-    if home is None:
-        raise BlendLibraryError("CUDA headers not found (set CUDA_HOME): the reference needs cuda_fp16.h")
-    common = ["-O2", "-std=c++17", "-shared", "-o", str(output)]
-    if not archs:
-        cxx = os.environ.get("CXX", "c++")
-        return [cxx, *common, "-fPIC", f"-I{home / 'include'}", str(KERNEL_DIR / "spinBlendReference.cpp")]
-    nvcc = nvcc_path()
-    if nvcc is None:
-        raise BlendLibraryError("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
-    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs[:-1]]
-    gencode.append(f"-gencode=arch=compute_{archs[-1]},code=[sm_{archs[-1]},compute_{archs[-1]}]")
-    sources = [str(KERNEL_DIR / s) for s in SOURCES if not s.endswith(".cuh")]
-    return [str(nvcc), *common, "-Xcompiler=-fPIC", *gencode, *sources]
-
-
-def build_library(output: str | Path, archs: Sequence[str] = GPU_ARCHS) -> Path:
-    """Compile the library (see :func:`build_command`) and return its path."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    cmd = build_command(output, archs)
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise BlendLibraryError(f"{' '.join(cmd)}\nfailed:\n{done.stdout}{done.stderr}")
-    return output
-
-
-def _build_digest(archs: Sequence[str]) -> str:
-    """Identifies a build: the sources and the compiler call (paths and flags)."""
-    digest = hashlib.sha256(" ".join(build_command("out.so", archs)).encode())
+def _build_digest(options: dict[str, str]) -> str:
+    """Identifies a build: the sources, the build script and the configuration (compiler paths included;
+    CMake takes the host compiler from $CXX)."""
+    digest = hashlib.sha256(repr((sorted(options.items()), os.environ.get("CXX"))).encode())
     for name in SOURCES:
         digest.update((KERNEL_DIR / name).read_bytes())
     return digest.hexdigest()[:16]
@@ -116,8 +73,8 @@ def _build_digest(archs: Sequence[str]) -> str:
 
 def default_library() -> Path:
     """``$SPINREC_BLEND_LIBRARY`` if set; otherwise a build cached under ``~/.cache/spinrec`` keyed by the
-    sources and the compiler call (nvcc with every GPU architecture where nvcc exists, the host compiler
-    otherwise)."""
+    sources and the configuration (the CUDA kernel for every GPU architecture where nvcc exists, the
+    reference alone with the host compiler otherwise)."""
     if os.environ.get(LIBRARY_ENV):
         path = Path(os.environ[LIBRARY_ENV])
         if not path.exists():
@@ -126,13 +83,13 @@ def default_library() -> Path:
     if not (KERNEL_DIR / SOURCES[0]).exists():
         raise BlendLibraryError(f"plugin sources not found in {KERNEL_DIR}; set {LIBRARY_ENV} to a built library")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spinrec"
-    archs = GPU_ARCHS if nvcc_path() else ()
-    target = cache / f"libspin_blend_{_build_digest(archs)}{'_gpu' if archs else ''}.so"
+    cuda = kernels.nvcc_path() is not None
+    target = cache / f"lib{TARGET}_{_build_digest(configuration(cuda))}{'_gpu' if cuda else ''}.so"
     if not target.exists():
         # Build beside the target and rename, so concurrent processes never load a half-written file.
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            os.replace(build_library(Path(tmp) / target.name, archs), target)
+            os.replace(build_library(tmp, cuda), target)
     return target
 
 

@@ -1,7 +1,7 @@
 """CMake builds of spinrec/kernels/spinBlendPlugin.
 
-Everywhere: the reference library target (kernel + CPU reference, no TensorRT) configures, builds and computes
-the op. Wherever NVIDIA's published TensorRT headers sit beside the repository (``../shared/third_party``, as in
+Everywhere: the ``spin_blend`` target (kernel + CPU reference, no TensorRT) configures, builds and computes the
+op with plain CMake commands; a configuration without CUDA refuses the plugin and says why. Wherever NVIDIA's published TensorRT headers sit beside the repository (``../shared/third_party``, as in
 CI): the plugin compiles against them with warnings as errors (compile-only, no libnvinfer), needs exactly one
 symbol from TensorRT at load time (``getPluginRegistry``) and links one CUDA runtime, the shared one. Where
 TensorRT itself is installed: the plugin links libnvinfer and registers the SpinBlend creator with the fields
@@ -22,14 +22,16 @@ import pytest
 
 from builders import build_plugin
 from builders.build_plugin import find_nvinfer, find_tensorrt_headers
+from spinrec import kernels
 from spinrec.contract import KERNEL_DIR
-from spinrec.ort_spin_blend import BlendLibrary, nvcc_path
+from spinrec.kernels import KernelBuildError, nvcc_path
+from spinrec.ort_spin_blend import BlendLibrary
 from builders import tensorrt_env
 from test_engine_build import plugin_library  # noqa: F401  (session fixture shared with the engine tests)
-from test_plugin_kernel import SPIN, TOL, random_inputs, torch_blend
+from test_plugin_kernel import GPU_ARCHS, SPIN, TOL, random_inputs, torch_blend
 
 
-def test_cmake_builds_the_reference_library_without_tensorrt(tmp_path):
+def test_cmake_builds_the_kernel_library_without_tensorrt(tmp_path):
     if shutil.which("cmake") is None or nvcc_path() is None:
         pytest.skip("needs cmake and nvcc")
     build = tmp_path / "build"
@@ -38,24 +40,35 @@ def test_cmake_builds_the_reference_library_without_tensorrt(tmp_path):
     for cmd in (configure, ["cmake", "--build", str(build), "-j", "2"]):
         done = subprocess.run(cmd, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    library = BlendLibrary(build / "libspin_blend_reference.so")
+    library = BlendLibrary(build / "libspin_blend.so")
+    assert library.has_kernel
     inputs = random_inputs(np.random.default_rng(0), 2)
     np.testing.assert_allclose(library.reference(**inputs, exponents=SPIN, eps=1e-5), torch_blend(inputs), rtol=0, atol=TOL)
 
 
 def test_cmake_targets_every_gpu_generation_by_default(tmp_path):
-    """Enabling CUDA in project() sets CMAKE_CUDA_ARCHITECTURES to nvcc's default (sm_75 only), so the
-    list must be set before it; a configure without the option must end up with the whole list."""
+    """Enabling CUDA sets CMAKE_CUDA_ARCHITECTURES to nvcc's default (sm_75 only), so the list must be set
+    before it; a configure without the option (and without SPIN_WITH_CUDA: CMake finds nvcc) must end up with
+    the whole list."""
     if shutil.which("cmake") is None or nvcc_path() is None:
         pytest.skip("needs cmake and nvcc")
     build = tmp_path / "build"
     configure = ["cmake", "-S", str(KERNEL_DIR), "-B", str(build), "-DSPIN_BUILD_PLUGIN=OFF", f"-DCMAKE_CUDA_COMPILER={nvcc_path()}"]
     done = subprocess.run(configure, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    flags = next(build.glob("CMakeFiles/spin_blend_reference.dir/flags.make")).read_text()
-    for arch in (75, 80, 86, 89):
+    assert "SPIN_WITH_CUDA:BOOL=ON" in (build / "CMakeCache.txt").read_text()  # check_language(CUDA) found nvcc
+    flags = (build / "CMakeFiles" / "spin_blend.dir" / "flags.make").read_text()
+    for arch in GPU_ARCHS[:-1]:
         assert f"--generate-code=arch=compute_{arch},code=[sm_{arch}]" in flags
-    assert "--generate-code=arch=compute_90,code=[compute_90,sm_90]" in flags  # + PTX for newer GPUs
+    last = GPU_ARCHS[-1]
+    assert f"--generate-code=arch=compute_{last},code=[compute_{last},sm_{last}]" in flags  # + PTX for newer GPUs
+
+
+def test_cmake_refuses_the_plugin_without_cuda(tmp_path):
+    if shutil.which("cmake") is None:
+        pytest.skip("needs cmake")
+    with pytest.raises(KernelBuildError, match="the TensorRT plugin needs CUDA"):
+        kernels.cmake_configure(tmp_path / "build", {"SPIN_WITH_CUDA": "OFF"})
 
 
 @pytest.mark.tensorrt
@@ -177,6 +190,5 @@ def test_tensorrt_root_finds_debian_multiarch_layout(tmp_path):
     (root / "lib" / "x86_64-linux-gnu" / "libnvinfer.so").write_bytes(b"")
     assert find_tensorrt_headers(root) == root / "include" / "x86_64-linux-gnu"
     assert find_nvinfer(root) == root / "lib" / "x86_64-linux-gnu" / "libnvinfer.so"
-    done = subprocess.run(build_plugin.configure_command(tmp_path / "build", root, cuda_archs="75"), capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert f"TensorRT: {root}/include/x86_64-linux-gnu, {root}/lib/x86_64-linux-gnu/libnvinfer.so" in done.stdout
+    output = kernels.cmake_configure(tmp_path / "build", build_plugin.configure_options(root, cuda_archs="75"))
+    assert f"TensorRT: {root}/include/x86_64-linux-gnu, {root}/lib/x86_64-linux-gnu/libnvinfer.so" in output

@@ -1,9 +1,11 @@
-"""The SpinBlend kernel library: nvcc builds it for every target GPU, and its CPU reference (the kernel's own
-per-pixel functions) matches the PyTorch op ``spinrec.blend.spin_blend``. On a CUDA machine the kernel itself
-is compared with the PyTorch op as well.
+"""The SpinBlend kernel library, built by CMake (spinrec/kernels/spinBlendPlugin, target ``spin_blend``) as
+:func:`spinrec.ort_spin_blend.default_library` builds it: the cached build, nvcc's cubins for every target GPU,
+the host-compiler build, and the CPU reference (the kernel's own per-pixel functions) against the PyTorch op
+``spinrec.blend.spin_blend``. On a CUDA machine the kernel itself is compared with the PyTorch op as well.
 
 Tolerances: 1e-5 absolute on float32 outputs in (-1, 1) (float32 rounding of 13 powf, the reduction and the
 sigmoid stays below 5e-6); float16 outputs get one half-precision rounding step more (2^-11 on (-1, 1)).
+The host-compiler build and nvcc's build compile the same reference source: their outputs are identical.
 """
 
 from __future__ import annotations
@@ -12,19 +14,34 @@ import numpy as np
 import pytest
 import torch
 
+from spinrec import kernels
 from spinrec.blend import power_exponents, spin_blend
-from spinrec.ort_spin_blend import GPU_ARCHS, BlendLibrary, build_library, nvcc_path
+from spinrec.kernels import KernelBuildError
+from spinrec.ort_spin_blend import LIBRARY_ENV, BlendLibrary, BlendLibraryError, build_library, default_library
 
 TOL = 1e-5
 TOL_FP16_OUT = TOL + 2.0**-11
 SPIN = power_exponents(6)
+#: What CMakeLists.txt's default CMAKE_CUDA_ARCHITECTURES must cover: every GPU generation CUDA 12/13 and
+#: TensorRT 10 serve (sm_75 and newer).
+GPU_ARCHS = ("75", "80", "86", "89", "90")
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory) -> BlendLibrary:
-    if nvcc_path() is None:
-        pytest.skip("nvcc not found (set CUDA_HOME): the kernel library cannot be compiled")
-    return BlendLibrary(build_library(tmp_path_factory.mktemp("kernel") / "libspin_blend.so", GPU_ARCHS))
+def blend_cache(tmp_path_factory):
+    """A cache folder of this module's own, so the library under test is built from the current sources."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def library(blend_cache) -> BlendLibrary:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("XDG_CACHE_HOME", str(blend_cache))
+        env.delenv(LIBRARY_ENV, raising=False)
+        try:
+            return BlendLibrary(default_library())
+        except KernelBuildError as e:
+            pytest.skip(f"the kernel library cannot be built here: {e}")
 
 
 def random_inputs(rng, batch, channels=1, size=(32, 100), offset_size=(2, 6), k=13, image_dtype=np.float32):
@@ -58,23 +75,51 @@ def torch_blend(inputs, exponents=SPIN, eps=1e-5) -> np.ndarray:
     return spin_blend(t["image"], t["weights"], t["offsets"], t["gate"], t["norm_weight"], t["norm_bias"], exponents, eps).numpy()
 
 
+def test_default_library_is_built_once_and_cached(library, blend_cache, monkeypatch):
+    """Keyed by sources and configuration; renamed into place whole (no half-written file, no leftover build)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blend_cache))
+    monkeypatch.delenv(LIBRARY_ENV, raising=False)
+    assert sorted((blend_cache / "spinrec").iterdir()) == [library.path]
+    built = library.path.stat()
+    assert default_library() == library.path
+    assert library.path.stat().st_mtime_ns == built.st_mtime_ns and library.path.stat().st_ino == built.st_ino
+    assert library.has_kernel == (kernels.nvcc_path() is not None) == library.path.name.endswith("_gpu.so")
+
+
+def test_library_override_and_build_errors(library, tmp_path, monkeypatch):
+    monkeypatch.setenv(LIBRARY_ENV, str(library.path))
+    assert default_library() == library.path
+    monkeypatch.setenv(LIBRARY_ENV, str(tmp_path / "missing.so"))
+    with pytest.raises(BlendLibraryError, match="missing.so does not exist"):
+        default_library()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cmake
+    with pytest.raises(KernelBuildError, match="cmake not found"):
+        build_library(tmp_path / "build", cuda=False)
+    monkeypatch.setattr(kernels, "cuda_home", lambda: None)
+    with pytest.raises(KernelBuildError, match="CUDA headers not found"):
+        build_library(tmp_path / "build", cuda=False)
+
+
 def test_nvcc_embeds_every_target_architecture(library):
+    if not library.has_kernel:
+        pytest.skip("nvcc not found: the library holds the reference alone")
     # ptxas leaves its command line ("-arch sm_XX") inside each cubin of the fat binary.
     blob = library.path.read_bytes()
     missing = [a for a in GPU_ARCHS if f"-arch sm_{a} ".encode() not in blob]
     assert not missing, f"no cubin for sm_{missing}"
-    assert library.has_kernel
 
 
-def test_host_compiler_builds_the_reference_alone(tmp_path):
-    """Hosts without nvcc (CPU servers) build the reference with the C++ compiler and get the same results."""
-    try:
-        lib = BlendLibrary(build_library(tmp_path / "libspin_blend_host.so", archs=()))
-    except RuntimeError as e:
-        pytest.skip(f"no host build: {e}")
-    assert not lib.has_kernel
-    inputs = random_inputs(np.random.default_rng(1), 2)
-    np.testing.assert_allclose(lib.reference(**inputs, exponents=SPIN, eps=1e-5), torch_blend(inputs), rtol=0, atol=TOL)
+def test_host_compiler_builds_the_reference_alone(library, tmp_path):
+    """Hosts without nvcc (CPU servers) build the reference with the C++ compiler (SPIN_WITH_CUDA=OFF) and get
+    the same results, bit for bit, as the reference in nvcc's build."""
+    host = BlendLibrary(build_library(tmp_path / "build", cuda=False))
+    assert not host.has_kernel
+    for seed, image_dtype in ((1, np.float32), (2, np.float16)):
+        inputs = random_inputs(np.random.default_rng(seed), 3, channels=2, image_dtype=image_dtype)
+        got = host.reference(**inputs, exponents=SPIN, eps=1e-5)
+        np.testing.assert_array_equal(got, library.reference(**inputs, exponents=SPIN, eps=1e-5))
+        tol = TOL if image_dtype == np.float32 else TOL_FP16_OUT
+        np.testing.assert_allclose(got.astype(np.float32), torch_blend(inputs), rtol=0, atol=tol)
 
 
 @pytest.mark.parametrize("batch", [1, 2, 5, 16])

@@ -63,6 +63,7 @@ def installed(tmp_path_factory) -> Path:
     (wheel,) = (tmp / "dist").glob("spinrec-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "spinrec/data/default.safetensors" in names and "spinrec/data/model_repository/spin_ocr/config.pbtxt" in names
+    assert {"spinrec/kernels/__init__.py", "spinrec/kernels/spinBlendPlugin/CMakeLists.txt"} <= set(names)
     assert not any(n.startswith(("builders/", "perf/", "tests/")) for n in names)
     venv = tmp / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", venv], tmp)
