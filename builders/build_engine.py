@@ -33,6 +33,9 @@ from typing import Any, Sequence
 from tqdm import tqdm
 
 from builders.tensorrt_env import BuildError, GpuInfo, load_plugin, query_gpu, require_tensorrt, tensorrt_version, trt
+from spinrec.runtime.tensorrt_encoder import TensorRTError
+from spinrec.runtime.tensorrt_encoder import read_record as read_metadata
+from spinrec.runtime.tensorrt_encoder import record_path as metadata_path
 from spinrec.repository import _sha256 as sha256_of  # one file hasher for the builders
 
 PRECISIONS = ("fp32", "tf32", "fp16")
@@ -108,17 +111,6 @@ def build_key(opts: BuildOptions, gpu: GpuInfo, trt_version: str) -> dict[str, A
         "gpu": gpu.name,
         "compute_capability": "{}.{}".format(*gpu.compute_capability),
     }
-
-
-def metadata_path(plan: Path) -> Path:
-    return plan.with_name(plan.name + ".json")
-
-
-def read_metadata(plan: Path) -> dict[str, Any]:
-    try:
-        return json.loads(metadata_path(plan).read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def write_metadata(plan: Path, metadata: dict[str, Any]) -> None:
@@ -371,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from builders.verify_engine import verify_and_record
 
             return verify_and_record(args.output, args.plugin, args.onnx, profile, args)
-    except BuildError as e:
+    except TensorRTError as e:
         print(f"build_engine: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -28,6 +28,7 @@ from typing import Mapping, Sequence
 
 from builders.build_engine import PRECISIONS, BuildOptions, Profile, sha256_of
 from builders.tensorrt_env import BuildError
+from spinrec.runtime.tensorrt_encoder import TensorRTError
 from spinrec.contract import CHECKPOINT, ENCODER, ONNX as DECOMPOSED_GRAPH, PLAN
 
 # CHECKPOINT is the repository builder's copy: both halves come from it.
@@ -188,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_env(os.environ)
         plan = prepare(settings)
-    except BuildError as e:
+    except TensorRTError as e:
         print(f"gpu_start: error: {e}", file=sys.stderr)
         return 2
     cmd = server_command(settings, plan, extra)

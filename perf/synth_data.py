@@ -98,9 +98,9 @@ def sheet(count: int, seed: int, columns: int, out: Path) -> None:
 
 
 def effects(weights: str, count: int, seed: int, out: Path) -> None:
-    from spinrec.recognizer import Recognizer
+    from spinrec.pipeline import Pipeline
 
-    recognizer = Recognizer.from_checkpoint(weights)
+    recognizer = Pipeline.open(weights)
     off = SceneMix(**{f.name: 0.0 for f in dataclasses.fields(SceneMix)})
     configs = {"plain style": SynthConfig(split="heldout", style="plain"), "scene style": SynthConfig(split="heldout")}
     configs["scene, all effects off"] = SynthConfig(split="heldout", mix=off)

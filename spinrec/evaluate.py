@@ -153,19 +153,16 @@ def recognizer_backend(
     stop_at_eos: bool = True,
     ablations: Sequence[str] = (),
 ) -> Backend:
-    """The in-process PyTorch pipeline (:class:`spinrec.recognizer.Recognizer`) as a backend;
+    """The in-process PyTorch pipeline (:class:`spinrec.pipeline.Pipeline`) as a backend;
     ``stop_at_eos=False`` decodes as PaddleOCR does (see :func:`spinrec.decoding.decode`); ``ablations``
     switches GA-SPIN branches off (:func:`ablate`)."""
-    import torch
+    from spinrec import weights
+    from spinrec.pipeline import Pipeline
 
-    from spinrec.recognizer import Recognizer
-
-    if threads:
-        torch.set_num_threads(threads)
-    recognizer = Recognizer.from_checkpoint(weights_path, batch_size=batch_size, stop_at_eos=stop_at_eos)
+    model = weights.load(weights_path)
     if ablations:
-        ablate(recognizer.model, ablations)
-    return recognizer.recognize
+        ablate(model, ablations)
+    return Pipeline.open(model, threads=threads or None, batch_size=batch_size, stop_at_eos=stop_at_eos).recognize
 
 
 def load_backend(spec: str, options: dict[str, str]) -> Backend:

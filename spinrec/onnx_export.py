@@ -172,16 +172,16 @@ def _relative(got: np.ndarray, ref: np.ndarray) -> float:
 def verify_encoder(model: SPIN, path: str | Path, batch_sizes=(1, 3, 8), seed: int = 0) -> float:
     """Run the ONNX graph in ONNX Runtime on fresh random images and return the largest relative error
     ``||onnx - torch|| / ||torch||`` against PyTorch over ``batch_sizes``. Plugin graphs run with the
-    plugin's host reference (:func:`spinrec.ort_spin_blend.session`)."""
-    from spinrec.ort_spin_blend import session as ort_session
+    plugin's host reference (:mod:`spinrec.ort_spin_blend`)."""
+    from spinrec.runtime import open_encoder
 
-    sess = ort_session(path)
+    run = open_encoder("onnxruntime", path, blend_reference=True)
     rng = np.random.default_rng(seed)
     worst = 0.0
     h, w = model.config.image_size
     for b in batch_sizes:
         x = rng.uniform(-1, 1, size=(b, model.config.in_channels, h, w)).astype(np.float32)
-        (got,) = sess.run([OUTPUT_NAME], {INPUT_NAME: x})
+        got = run(x)
         with torch.no_grad():
             ref = model.encode(torch.from_numpy(x)).numpy()
         worst = max(worst, _relative(got, ref))
@@ -267,9 +267,9 @@ def check_encoder(
       the fp32 grid cancels terms ~100x its size) earns a tolerance from its own measured noise instead
       of a fixed number it cannot meet in any runtime, PaddleOCR's included.
     """
-    from spinrec.ort_spin_blend import session as ort_session
+    from spinrec.runtime import open_encoder
 
-    sess = ort_session(path)
+    run = open_encoder("onnxruntime", path, blend_reference=True)
     x = check_images(model, seed)
     nudged = np.where(np.random.default_rng(seed + 1).random(x.shape) < 0.01, np.nextafter(x, np.float32(2)), x)
     error = noise = 0.0
@@ -280,7 +280,7 @@ def check_encoder(
         start = batch.stop
         if batch.start >= batch.stop:
             break
-        (got,) = sess.run([OUTPUT_NAME], {INPUT_NAME: x[batch]})
+        got = run(x[batch])
         with torch.no_grad():
             ref = model.encode(torch.from_numpy(x[batch]))
             moved = model.encode(torch.from_numpy(nudged[batch]))

@@ -196,31 +196,21 @@ def prepare(weights: str | Path, work: str | Path, images: np.ndarray | None = N
 
 
 def backend(weights: str, candidate: str = "int8", work: str | None = None, threads: str | int = 2):
-    """A :data:`spinrec.evaluate.Backend` reading through one candidate's served stages (preprocess ->
-    :class:`~spinrec.serving.stages.OnnxEncoder` -> :class:`~spinrec.serving.stages.HeadDecoder`).
+    """A :data:`spinrec.evaluate.Backend` reading through one candidate's served stages
+    (:class:`spinrec.pipeline.Pipeline` on its runtime and precision, the NumPy decoder).
     Exports and quantizes into ``work`` (a temporary folder if not given)."""
     chosen = [c for c in CANDIDATES if c.name == candidate]
     if not chosen:
         raise ValueError(f"unknown candidate {candidate!r}: choose from {', '.join(c.name for c in CANDIDATES)}")
     work = Path(work or tempfile.mkdtemp(prefix="spin-quantize-"))
     prepare(weights, work, candidates=chosen)
-    return _reader(weights, work, chosen[0], int(threads))
+    return _pipeline(weights, work, chosen[0], int(threads)).recognize
 
 
-def _reader(weights: str | Path, work: Path, candidate: Candidate, threads: int):
-    from spinrec.preprocess import preprocess_batch
-    from spinrec.serving.stages import HeadDecoder, OnnxEncoder
+def _pipeline(weights: str | Path, work: Path, candidate: Candidate, threads: int, batch_size: int = 64):
+    from spinrec.pipeline import Pipeline
 
-    encoder = OnnxEncoder(work / candidate.onnx, threads, candidate.runtime, candidate.precision)
-    decoder = HeadDecoder(weights)
-
-    def read(images: list[bytes]):
-        batch, errors = preprocess_batch(images)
-        readings = decoder(encoder(batch))
-        return [e if e is not None else r for r, e in zip(readings, errors)]
-
-    read.encoder = encoder  # type: ignore[attr-defined]  # the gate reports the precision actually run
-    return read
+    return Pipeline.open(weights, candidate.runtime, work / candidate.onnx, threads, candidate.precision, batch_size=batch_size)
 
 
 def identical_share(a: dict, b: dict) -> float:
@@ -233,7 +223,7 @@ def gate(weights: str | Path, datasets: Sequence[str | Path], work: str | Path, 
          threads: int = 2, names: Sequence[str] | None = None, batch_size: int = 64, calibration: int = CALIBRATION_COUNT) -> dict:
     """Every candidate over every dataset; the verdict per candidate (see the module doc)."""
     from spinrec.evaluate import evaluate, read_dataset
-    from spinrec.serving.stages import cpu_capabilities
+    from spinrec.runtime.openvino_encoder import cpu_capabilities
 
     unknown = set(names or ()) - {c.name for c in CANDIDATES}
     if unknown:
@@ -252,9 +242,9 @@ def gate(weights: str | Path, datasets: Sequence[str | Path], work: str | Path, 
         "datasets": {}, "candidates": {},
     }  # fmt: skip
     for c in chosen:
-        read = _reader(weights, Path(work), c, threads)
-        results = {d: evaluate(s, read, batch_size, name=f"{c.name} {Path(d).name}") for d, s in samples.items()}
-        record["candidates"][c.name] = {"runtime": c.runtime, "precision": c.precision, "ran_as": read.encoder.precision,
+        pipe = _pipeline(weights, Path(work), c, threads, batch_size)
+        results = {d: evaluate(s, pipe.recognize, batch_size, name=f"{c.name} {Path(d).name}") for d, s in samples.items()}
+        record["candidates"][c.name] = {"runtime": c.runtime, "precision": c.precision, "ran_as": pipe.encoder.precision,
                                         "how": c.how, "datasets": results}  # fmt: skip
     reference = record["candidates"][CANDIDATES[0].name]["datasets"]
     ort_reference = record["candidates"].get("fp32_ort", {}).get("datasets")

@@ -43,7 +43,7 @@ from spinrec import weights
 from spinrec.loss import spin_attention_loss
 from spinrec.metrics import RecMetric
 from spinrec.models.spin import SPIN, SPINConfig
-from spinrec.recognizer import Recognizer
+from spinrec.pipeline import Pipeline
 from spinrec.synth import SynthConfig, WordImages
 from spinrec.widen import BRANCHES, grow_state
 
@@ -279,7 +279,7 @@ class Trainer:
 
     def evaluate(self) -> dict:
         samples = self.evaluation_set()
-        readings = Recognizer(self.model, batch_size=64).recognize([image for image, _ in samples])
+        readings = Pipeline.open(self.model, batch_size=64).recognize([image for image, _ in samples])
         metric = RecMetric()
         metric.update([r.text for r in readings], [text for _, text in samples])
         self.model.train()

@@ -47,9 +47,9 @@ def clean_words() -> list[bytes]:
 
 
 def test_reads_clean_words_in_process(clean_words):
-    from spinrec.recognizer import Recognizer
+    from spinrec.pipeline import Pipeline
 
-    readings = Recognizer.from_checkpoint(DEFAULT_WEIGHTS).recognize(clean_words)
+    readings = Pipeline.open(DEFAULT_WEIGHTS).recognize(clean_words)
     # The charset is lowercase (PaddleOCR's SPIN dictionary), so capitals read as lowercase.
     assert [r.text for r in readings] == [w.lower() for w in WORDS]
 
@@ -59,9 +59,9 @@ def test_reads_clean_words_in_every_heldout_font_file():
     """:data:`WORDS` in each held-out font file (112 with the setup's fonts: weights, italics, condensed
     faces): the shipped default reads 98.2 % exactly. Most misses are ``world`` -> ``worid`` in sans faces whose
     ``l`` is a bare bar, the glyph of a capital I; the previous default read 96.3 %."""
-    from spinrec.recognizer import Recognizer
+    from spinrec.pipeline import Pipeline
 
-    recognizer = Recognizer.from_checkpoint(DEFAULT_WEIGHTS)
+    recognizer = Pipeline.open(DEFAULT_WEIGHTS)
     fonts = discover_fonts(split="heldout")
     misses = []
     for font in fonts:

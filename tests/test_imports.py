@@ -109,15 +109,17 @@ import numpy as np
 from spinrec import contract
 from spinrec.charset import Charset
 from spinrec.preprocess import preprocess_batch
+from spinrec.decoder import HeadDecoder
+from spinrec.runtime import SERVED, open_encoder
 from spinrec.serving import launch, stages
 
 repo = Path(sys.argv[1])
 image = cv2.imencode(".png", np.full((32, 100, 3), 255, np.uint8))[1].tobytes()
 batch, _ = preprocess_batch([image, image])
-decoder = stages.HeadDecoder(repo / contract.CHECKPOINT, Charset.from_file(str(repo / contract.CHARSET)))
+decoder = HeadDecoder(repo / contract.CHECKPOINT, Charset.from_file(str(repo / contract.CHARSET)))
 texts = {}
-for runtime in stages.RUNTIMES:
-    encoder = stages.OnnxEncoder(repo / contract.ONNX, runtime=runtime)
+for runtime in SERVED:
+    encoder = open_encoder(runtime, repo / contract.ONNX, 1)
     texts[runtime] = [r.text for r in decoder(encoder(batch))]
 print(json.dumps({"texts": texts, "torch": "torch" in sys.modules}))
 """

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import WORDS
 from spinrec.contract import INT8_FILES, ONNX
-from spinrec.serving.stages import OnnxEncoder, effective_precision
+from spinrec.runtime import effective_precision, open_encoder
 
 
 
@@ -34,7 +34,7 @@ def test_int8_without_artifact_is_a_clear_error(built_repository, tmp_path):
     (tmp_path / "model.onnx").symlink_to(built_repository / ONNX)
     for runtime in ("openvino", "onnxruntime"):
         with pytest.raises(ValueError, match="--int8"):
-            OnnxEncoder(tmp_path / "model.onnx", runtime=runtime, precision="int8")
+            open_encoder(runtime, tmp_path / "model.onnx", 1, "int8")
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +102,8 @@ def test_int8_features_close_to_fp32(int8_repository, images, runtime, bound):
     a bounded amount (measured: NNCF 0.18, ONNX Runtime's min-max QDQ 0.47-0.51 relative L2, whatever its
     activation type or range reduction; bf16 0.08), while the float runtimes agree to 1e-5."""
     onnx_path = int8_repository / ONNX
-    fp32 = OnnxEncoder(onnx_path, 2, runtime, "fp32")(images)
-    encoder = OnnxEncoder(onnx_path, 2, runtime, "int8")
+    fp32 = open_encoder(runtime, onnx_path, 2, "fp32")(images)
+    encoder = open_encoder(runtime, onnx_path, 2, "int8")
     assert encoder.precision == "int8" and encoder.requested == "int8"
     int8 = encoder(images)
     assert int8.shape == fp32.shape and int8.dtype == np.float32 and np.isfinite(int8).all()
@@ -153,4 +153,4 @@ def test_precisions_interleaved_run_and_int8_variant(int8_repository, tmp_path):
 
     variant = build_variant(int8_repository, tmp_path / "v", encoder_precision="int8")
     assert 'key: "precision" value: { string_value: "int8" }' in (variant / "spin_encoder" / "configs" / "cpu.pbtxt").read_text()
-    assert OnnxEncoder(variant / ONNX, 1, "openvino", "int8")(np.zeros((1, 1, 32, 100), np.float32)).shape[0] == 1
+    assert open_encoder("openvino", variant / ONNX, 1, "int8")(np.zeros((1, 1, 32, 100), np.float32)).shape[0] == 1

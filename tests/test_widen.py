@@ -100,7 +100,7 @@ def test_trained_model_grown_with_both_branches_reads_the_same_words():
     reads rendered words as before: the identity warp moves pixels by under half a pixel and the gate blends
     in 0.7 % of the offset map."""
     from spinrec import weights
-    from spinrec.recognizer import Recognizer
+    from spinrec.pipeline import Pipeline
     from spinrec.synth import WordImages
 
     small = _without_branches(weights.load(DEFAULT_WEIGHTS))
@@ -108,6 +108,6 @@ def test_trained_model_grown_with_both_branches_reads_the_same_words():
     large = SPIN(config).eval()
     large.load_state_dict(grow_state(small.state_dict(), small.config, config, large.state_dict()))
     images = [WordImages().clean_sample(5, i)[0] for i in range(24)]
-    before = [r.text for r in Recognizer(small).recognize(images)]
-    after = [r.text for r in Recognizer(large).recognize(images)]
+    before = [r.text for r in Pipeline.open(small).recognize(images)]
+    after = [r.text for r in Pipeline.open(large).recognize(images)]
     assert sum(a == b for a, b in zip(before, after)) >= 22, list(zip(before, after))
