@@ -7,7 +7,7 @@ images, decoder input weights rescaled so readings depend on the image), exports
 and compares the texts decoded from fp32 ONNX Runtime features with those from each reduced-precision
 candidate on rendered words. ``python -m perf.numerics --images 128``.
 
-With trained weights, ``--dataset`` (a label file or benchmark LMDB, as :mod:`spinrec.evaluate` reads)
+With trained weights, ``--dataset`` (a label file or benchmark LMDB, as :mod:`spinrec.evaluation.evaluate` reads)
 replaces the rendered words, and each candidate's word accuracy against the labels is reported too:
 ``python -m perf.numerics --weights weights/default.safetensors --dataset HELDOUT_LMDB``.
 """
@@ -37,15 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     from spinrec.decoder import HeadDecoder
-    from spinrec.onnx_export import export_encoder
+    from spinrec.export.onnx_export import export_encoder
     from spinrec import weights
     from spinrec.preprocess import preprocess_batch
     from spinrec.runtime import open_encoder
 
     from perf.data import render_samples
 
-    from spinrec.evaluate import read_dataset
-    from spinrec.metrics import RecMetric
+    from spinrec.evaluation.evaluate import read_dataset
+    from spinrec.evaluation.metrics import RecMetric
 
     if a.dataset and not a.weights:
         p.error("--dataset needs --weights: the untrained model's readings have no labels to match")

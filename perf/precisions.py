@@ -6,7 +6,7 @@ int8 rows. For each precision (``--precisions``, default fp32,bf16,int8, each th
 encoder -> NumPy decoder, :class:`spinrec.pipeline.Pipeline`) at batch 32 and batch 1 and the encoder
 alone at batch 32 are timed in the same rounds as the 3x3 convolution that sets the fp32 FLOP-count limit
 (:mod:`perf.flops`), so every ratio (to fp32, to the limit) comes from one run under one background load.
-``--gate G.json`` (from ``python -m spinrec.quantize gate``) adds each precision's word accuracy and the
+``--gate G.json`` (from ``python -m spinrec.export.quantize gate``) adds each precision's word accuracy and the
 plot of throughput against accuracy. ``perf.run --precisions`` runs the same measurement inside a full run.
 
 Served throughput per precision: ``python -m perf.variants V --source R --encoder-precision int8`` and
@@ -25,7 +25,7 @@ import numpy as np
 
 from perf.baselines import inprocess
 from spinrec import contract
-from spinrec.quantize import GATE_POINTS
+from spinrec.export.quantize import GATE_POINTS
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--images", type=int, default=64)
-    p.add_argument("--gate", type=Path, help="JSON of `python -m spinrec.quantize gate` on the same weights")
+    p.add_argument("--gate", type=Path, help="JSON of `python -m spinrec.export.quantize gate` on the same weights")
     p.add_argument("--caveat", default="", help="a note for the table (e.g. 'loaded machine')")
     p.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "precisions")
     a = p.parse_args(argv)

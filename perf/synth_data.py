@@ -31,9 +31,9 @@ import numpy as np
 from tqdm import tqdm
 
 from perf.timing import interleaved
-from spinrec.metrics import RecMetric
-from spinrec.scene import SceneMix
-from spinrec.synth import SynthConfig, WordImages, discover_fonts
+from spinrec.evaluation.metrics import RecMetric
+from spinrec.training.scene import SceneMix
+from spinrec.training.synth import SynthConfig, WordImages, discover_fonts
 
 
 def _feeder(style: str, chunk: int):

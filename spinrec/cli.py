@@ -10,7 +10,7 @@ from pathlib import Path
 
 from spinrec.inputs import collect
 from spinrec.preprocess import ImageError
-from spinrec.repository import DEFAULT_WEIGHTS
+from spinrec.export.repository import DEFAULT_WEIGHTS
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -60,9 +60,9 @@ def _init(args: argparse.Namespace) -> int:
 #: Commands whose arguments all belong to another module's ``main``.
 DELEGATED = {
     "serve": ("spinrec.serving.launch", "start Triton on the model repository"),
-    "synth": ("spinrec.synth", "render synthetic word images"),
-    "train": ("spinrec.train", "train or export a SPIN model"),
-    "evaluate": ("spinrec.evaluate", "word accuracy of a model on a labelled set"),
+    "synth": ("spinrec.training.synth", "render synthetic word images"),
+    "train": ("spinrec.training.train", "train or export a SPIN model"),
+    "evaluate": ("spinrec.evaluation.evaluate", "word accuracy of a model on a labelled set"),
 }
 
 

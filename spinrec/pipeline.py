@@ -72,7 +72,7 @@ class Pipeline:
         paths = [repository / contract.CHECKPOINT, repository / contract.CHARSET] + ([] if runtime == "torch" else [artifact])
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
-            raise FileNotFoundError(f"model repository not built ({', '.join(missing)} missing): python -m spinrec.repository")
+            raise FileNotFoundError(f"model repository not built ({', '.join(missing)} missing): python -m spinrec.export.repository")
         charset = Charset.from_file(str(repository / contract.CHARSET))
         return cls.open(repository / contract.CHECKPOINT, runtime, None if runtime == "torch" else artifact, charset=charset, **kwargs)
 

@@ -63,7 +63,7 @@ def test_init_is_deterministic(tmp_path):
 
 
 def test_recognize_defaults_to_the_shipped_weights_and_expands_folders_and_globs(tmp_path):
-    from spinrec.repository import DEFAULT_WEIGHTS
+    from spinrec.export.repository import DEFAULT_WEIGHTS
 
     words = tmp_path / "words"
     (words / "more").mkdir(parents=True)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import DEFAULT_WEIGHTS
-from spinrec.evaluate import main as evaluate_main
-from spinrec.synth import SynthConfig, WordImages, discover_fonts, write_folder
+from spinrec.evaluation.evaluate import main as evaluate_main
+from spinrec.training.synth import SynthConfig, WordImages, discover_fonts, write_folder
 
 #: Real photographed word crops from public repositories (labels.tsv, SOURCES.md): validation only, read in
 #: place and never copied into the project.
@@ -81,7 +81,7 @@ def test_reads_clean_words_through_triton(default_server, protocol, clean_words)
 
 
 def test_evaluation_through_triton_equals_in_process(default_server, tmp_path):
-    """``spinrec.evaluate`` over a benchmark-format LMDB of held-out synthetic words (with one broken image):
+    """``spinrec.evaluation.evaluate`` over a benchmark-format LMDB of held-out synthetic words (with one broken image):
     the server and the in-process pipeline give the same counts."""
     source = WordImages(SynthConfig(split="heldout", style="plain"))  # the style weights/README.md measured
     write_folder(tmp_path / "set", [source.sample(777, i) for i in range(40)], lmdb_path=tmp_path / "lmdb")

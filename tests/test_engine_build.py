@@ -29,8 +29,9 @@ from builders.build_engine import BuildOptions, Profile
 from builders.build_plugin import build_plugin, find_nvinfer, find_tensorrt_headers
 from builders.tensorrt_env import BuildError, GpuInfo
 from spinrec.runtime.tensorrt_encoder import TensorRTError
-from spinrec import onnx_export, weights
-from spinrec.blend import spin_blend
+from spinrec import weights
+from spinrec.export import onnx_export
+from spinrec.models.blend import spin_blend
 from spinrec.models import SPIN, SPINConfig
 from spinrec.models.gaspin import SPTransformerNetwork
 from test_plugin_kernel import SPIN as SPIN_EXPONENTS

@@ -17,7 +17,8 @@ import torch
 
 from builders import build_engine, gpu_start
 from builders.tensorrt_env import BuildError
-from spinrec import onnx_export, ort_spin_blend, weights
+from spinrec import ort_spin_blend, weights
+from spinrec.export import onnx_export
 from spinrec.models import SPIN, SPINConfig
 
 ROOT = Path(__file__).resolve().parents[1]

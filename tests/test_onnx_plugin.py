@@ -12,7 +12,8 @@ import onnx
 import pytest
 import torch
 
-from spinrec import contract, onnx_export, ort_spin_blend
+from spinrec import contract, ort_spin_blend
+from spinrec.export import onnx_export
 from spinrec.models import SPIN, SPINConfig
 from spinrec.models.gaspin import SPTransformerNetwork
 from spinrec.ort_spin_blend import EXPONENTS_TEXT, default_library, session, with_exponent_text

@@ -54,7 +54,7 @@ from perf.paddle_reference import ppocr_wheel  # noqa: E402
 from perf.paddle_reference.spin_paddle import SPINPaddle, cal_k, randomize_  # noqa: E402
 
 from spinrec import weights as W  # noqa: E402
-from spinrec.blend import power_exponents  # noqa: E402
+from spinrec.models.blend import power_exponents  # noqa: E402
 from spinrec.charset import SPIN_DICT, Charset  # noqa: E402
 from spinrec.decoding import decode  # noqa: E402
 from spinrec.preprocess import preprocess  # noqa: E402

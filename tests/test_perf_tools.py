@@ -6,10 +6,10 @@ import json
 import pytest
 
 from perf import numerics
-from spinrec.evaluate import read_dataset
-from spinrec.metrics import RecMetric
+from spinrec.evaluation.evaluate import read_dataset
+from spinrec.evaluation.metrics import RecMetric
 from spinrec.pipeline import Pipeline
-from spinrec.synth import SynthConfig, WordImages, write_folder
+from spinrec.training.synth import SynthConfig, WordImages, write_folder
 
 from conftest import DEFAULT_WEIGHTS
 

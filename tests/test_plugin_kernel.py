@@ -1,5 +1,5 @@
 """The SpinBlend kernel library: nvcc builds it for every target GPU, and its CPU reference (the kernel's own
-per-pixel functions) matches the PyTorch op ``spinrec.blend.spin_blend``. On a CUDA machine the kernel itself
+per-pixel functions) matches the PyTorch op ``spinrec.models.blend.spin_blend``. On a CUDA machine the kernel itself
 is compared with the PyTorch op as well.
 
 Tolerances: 1e-5 absolute on float32 outputs in (-1, 1) (float32 rounding of 13 powf, the reduction and the
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from spinrec.blend import power_exponents, spin_blend
+from spinrec.models.blend import power_exponents, spin_blend
 from spinrec.ort_spin_blend import GPU_ARCHS, BlendLibrary, build_library, nvcc_path
 
 TOL = 1e-5

@@ -1,4 +1,4 @@
-"""INT8 encoders (spinrec.quantize), the served encoder's precision setting and its fallback, and the
+"""INT8 encoders (spinrec.export.quantize), the served encoder's precision setting and its fallback, and the
 accuracy gate. The quantized graphs are checked against the float32 graph they came from (the reference):
 what stays float32, what is int8, and how far the features move."""
 
@@ -114,7 +114,7 @@ def test_int8_features_close_to_fp32(int8_repository, images, runtime, bound):
 def test_gate_table(checkpoint, tmp_path, word_images):
     """The gate on a tiny labelled set: fp32 against itself is identical and passes; the table lists every
     candidate run, with the precision it ran at."""
-    from spinrec.quantize import gate, markdown
+    from spinrec.export.quantize import gate, markdown
 
     for i, data in enumerate(word_images):
         (tmp_path / f"{i}.png").write_bytes(data)

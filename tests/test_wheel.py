@@ -34,7 +34,8 @@ import json, sys
 sys.modules["torch"] = None  # any import of torch now fails
 from pathlib import Path
 import spinrec
-from spinrec import contract, repository
+from spinrec import contract
+from spinrec.export import repository
 from spinrec.client import OcrClient
 from spinrec.decoder import HeadDecoder
 from spinrec.runtime import open_encoder

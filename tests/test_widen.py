@@ -10,7 +10,7 @@ import torch
 from conftest import DEFAULT_WEIGHTS
 from spinrec.models.spin import SPIN, SPINConfig
 from spinrec.models.tps import fiducials
-from spinrec.widen import grow_state, widen_state, widening_factor
+from spinrec.training.widen import grow_state, widen_state, widening_factor
 
 SMALL = SPINConfig(backbone_out_channels=32, neck_hidden_size=32, neck_out_channels=(32, 512), head_hidden_size=32, stn=False)
 
@@ -101,7 +101,7 @@ def test_trained_model_grown_with_both_branches_reads_the_same_words():
     in 0.7 % of the offset map."""
     from spinrec import weights
     from spinrec.pipeline import Pipeline
-    from spinrec.synth import WordImages
+    from spinrec.training.synth import WordImages
 
     small = _without_branches(weights.load(DEFAULT_WEIGHTS))
     config = dataclasses.replace(small.config, stn=True, offsets=True)

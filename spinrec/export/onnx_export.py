@@ -4,7 +4,7 @@ The graph has one input ``image`` ``[B, 1, 32, 100]`` float32 and one output ``f
 ``[B, 26, C]`` float32, with a dynamic batch dimension. Opset 17: GridSample exists from 16, and
 TensorRT's ONNX parser reads its opset-16 mode names (``bilinear``), not opset 20's (``linear``).
 
-The SPIN blend op (:func:`spinrec.blend.spin_blend`) is exported one of two ways:
+The SPIN blend op (:func:`spinrec.models.blend.spin_blend`) is exported one of two ways:
 
 - ``blend="decomposed"`` (default): standard ONNX ops (Resize, Pow, InstanceNormalization, ...), for
   ONNX Runtime on CPU.
@@ -28,7 +28,7 @@ import onnx
 import torch
 from torch import nn
 
-from spinrec.blend import spin_blend
+from spinrec.models.blend import spin_blend
 from spinrec.contract import ENCODER_INPUT, ENCODER_OUTPUT, PLUGIN_DOMAIN, PLUGIN_OP
 from spinrec.models.gaspin import SPTransformerNetwork
 from spinrec.models.spin import SPIN
@@ -296,12 +296,12 @@ def check_encoder(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m spinrec.onnx_export --weights CKPT --output PATH [--blend plugin]``: export and verify."""
+    """``python -m spinrec.export.onnx_export --weights CKPT --output PATH [--blend plugin]``: export and verify."""
     import argparse
 
     from spinrec import weights
 
-    parser = argparse.ArgumentParser(prog="python -m spinrec.onnx_export", description="Export the SPIN encoder to ONNX.")
+    parser = argparse.ArgumentParser(prog="python -m spinrec.export.onnx_export", description="Export the SPIN encoder to ONNX.")
     parser.add_argument("--weights", type=Path, required=True, help="safetensors checkpoint (spinrec.weights.save)")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--blend", choices=("decomposed", "plugin"), default="decomposed")
