@@ -120,3 +120,28 @@ def test_bf16_encoder_is_an_explicit_openvino_option(built_repository, word_imag
         open_encoder("onnxruntime", built_repository / ONNX, 1, "bf16")
     with pytest.raises(ValueError, match="encoder precision 'fp16'"):
         open_encoder("openvino", built_repository / ONNX, 1, "fp16")
+
+
+@pytest.mark.parametrize("runtime", SERVED)
+def test_pipeline_on_a_served_runtime_reads_as_the_pytorch_pipeline(built_repository, reference, word_images, bad_images, runtime):
+    """One Pipeline class, two runtimes: the repository's graph + NumPy decoder read what PyTorch reads, and a
+    bad image in the middle comes back as its own error without disturbing the others."""
+    images = word_images[:3] + [next(iter(bad_images.values()))] + word_images[3:]
+    got = Pipeline.from_repository(built_repository, runtime, threads=1, batch_size=4).recognize(images)
+    want = reference.recognize(images)
+    assert [type(r).__name__ for r in got] == [type(r).__name__ for r in want]
+    assert isinstance(got[3], Exception) and str(got[3]) == str(want[3])
+    assert [r.text for r in got if not isinstance(r, Exception)] == [r.text for r in want if not isinstance(r, Exception)]
+
+
+def test_open_encoder_refuses_what_it_cannot_run(built_repository, tmp_path):
+    with pytest.raises(ValueError, match="encoder runtime 'tpu': expected one of torch, onnxruntime, openvino, tensorrt"):
+        open_encoder("tpu", built_repository / ONNX)
+    with pytest.raises(ValueError, match="runs fp32, bf16"):
+        open_encoder("torch", built_repository / CHECKPOINT, precision="int8")
+    with pytest.raises(ValueError, match="eager bf16 encoder only"):
+        open_encoder("torch", built_repository / CHECKPOINT, autocast_transform=False)
+    with pytest.raises(ValueError, match="pass artifact="):
+        Pipeline.open(built_repository / CHECKPOINT, "onnxruntime")
+    with pytest.raises(FileNotFoundError, match="model repository not built"):
+        Pipeline.from_repository(tmp_path, "openvino")
