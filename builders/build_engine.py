@@ -4,7 +4,7 @@
         --plugin build/spin_plugin/libspin_plugin.so --output spin_encoder/1/model.plan \\
         --precision fp16 --max-batch 64 [--if-needed] [--verify --images CROPS --checkpoint W.safetensors]
 
-The graph is the encoder exported by :func:`spinrec.onnx_export.export_encoder`: with ``blend="plugin"`` its
+The graph is the encoder exported by :func:`spinrec.export.onnx_export.export_encoder`: with ``blend="plugin"`` its
 ``SpinBlend`` node is served by ``libspin_plugin.so`` (``--plugin``, loaded before parsing); the decomposed
 graph needs no plugin. Writes the plan and ``<plan>.json``: every build option, the graph's and plugin's
 hashes, TensorRT version and GPU (``--if-needed`` rebuilds when any of them differs), and updates the timing
@@ -33,7 +33,10 @@ from typing import Any, Sequence
 from tqdm import tqdm
 
 from builders.tensorrt_env import BuildError, GpuInfo, load_plugin, query_gpu, require_tensorrt, tensorrt_version, trt
-from spinrec.repository import _sha256 as sha256_of  # one file hasher for the builders
+from spinrec.runtime.tensorrt_encoder import TensorRTError
+from spinrec.runtime.tensorrt_encoder import read_record as read_metadata
+from spinrec.runtime.tensorrt_encoder import record_path as metadata_path
+from spinrec.export.repository import _sha256 as sha256_of  # one file hasher for the builders
 
 PRECISIONS = ("fp32", "tf32", "fp16")
 # GA-SPIN's layers and nodes in the exported graph are named after their module path.
@@ -110,17 +113,6 @@ def build_key(opts: BuildOptions, gpu: GpuInfo, trt_version: str) -> dict[str, A
     }
 
 
-def metadata_path(plan: Path) -> Path:
-    return plan.with_name(plan.name + ".json")
-
-
-def read_metadata(plan: Path) -> dict[str, Any]:
-    try:
-        return json.loads(metadata_path(plan).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def write_metadata(plan: Path, metadata: dict[str, Any]) -> None:
     metadata_path(plan).write_text(json.dumps(metadata, indent=2) + "\n")
 
@@ -153,7 +145,7 @@ def check_dynamic_batch(onnx_path: Path) -> None:
         if dims[0].HasField("dim_value") and dims[0].dim_value > 0:
             raise BuildError(
                 f"{onnx_path}: input {value.name!r} has a static batch of {dims[0].dim_value}; export it with a "
-                "dynamic batch axis (spinrec.onnx_export does: dynamic_axes {0: 'batch'})"
+                "dynamic batch axis (spinrec.export.onnx_export does: dynamic_axes {0: 'batch'})"
             )
         if any(not d.HasField("dim_value") for d in dims[1:]):
             raise BuildError(f"{onnx_path}: input {value.name!r} must have fixed dimensions after the batch")
@@ -249,7 +241,7 @@ def attach_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> str:
 def build_engine(opts: BuildOptions) -> dict[str, Any]:
     """Parse, configure, build; write the plan, its JSON metadata and the timing cache. Returns the metadata."""
     if not opts.onnx.is_file():
-        raise BuildError(f"ONNX graph {opts.onnx} not found; export it with spinrec.onnx_export.export_encoder")
+        raise BuildError(f"ONNX graph {opts.onnx} not found; export it with spinrec.export.onnx_export.export_encoder")
     check_dynamic_batch(opts.onnx)
     require_tensorrt()
     plan_of = precision_plan(opts.precision, opts.fp16_transform, hasattr(trt.BuilderFlag, "FP16"))
@@ -371,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from builders.verify_engine import verify_and_record
 
             return verify_and_record(args.output, args.plugin, args.onnx, profile, args)
-    except BuildError as e:
+    except TensorRTError as e:
         print(f"build_engine: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -2,7 +2,7 @@
 
     python -m builders.gpu_start [--no-serve] [TRITONSERVER_ARGS...]
 
-1. the model repository in ``$SPIN_MODELS`` from ``$SPIN_WEIGHTS`` (:mod:`spinrec.repository`, when its
+1. the model repository in ``$SPIN_MODELS`` from ``$SPIN_WEIGHTS`` (:mod:`spinrec.export.repository`, when its
    checkpoint changed): configs, decoder weights, the decomposed encoder graph;
 2. the encoder graph TensorRT builds from: the ``SpinBlend`` plugin graph when the checkpoint has the
    inner-offset network (``offsets: true``; the plugin implements the blend with offsets only), else the
@@ -28,6 +28,7 @@ from typing import Mapping, Sequence
 
 from builders.build_engine import PRECISIONS, BuildOptions, Profile, sha256_of
 from builders.tensorrt_env import BuildError
+from spinrec.runtime.tensorrt_encoder import TensorRTError
 from spinrec.contract import CHECKPOINT, ENCODER, ONNX as DECOMPOSED_GRAPH, PLAN
 
 # CHECKPOINT is the repository builder's copy: both halves come from it.
@@ -139,7 +140,7 @@ def _export_record(models: Path) -> Path:
 def prepare(settings: StartSettings) -> StartPlan:
     """Steps 1-3 of the module doc; returns the plan that was carried out."""
     from builders import build_engine
-    from spinrec import repository as build_repository
+    from spinrec.export import repository as build_repository
     from builders.tensorrt_env import query_gpu, tensorrt_version
     from spinrec import weights as spin_weights
     from spinrec.models import SPINConfig
@@ -163,7 +164,7 @@ def prepare(settings: StartSettings) -> StartPlan:
     print(f"gpu_start: checkpoint offsets={offsets}: {plan.blend} graph, {settings.precision} engine", file=sys.stderr)
 
     if plan.export_reason is not None:
-        from spinrec import onnx_export
+        from spinrec.export import onnx_export
 
         print(f"gpu_start: exporting the plugin graph ({plan.export_reason})", file=sys.stderr)
         record.unlink(missing_ok=True)
@@ -188,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_env(os.environ)
         plan = prepare(settings)
-    except BuildError as e:
+    except TensorRTError as e:
         print(f"gpu_start: error: {e}", file=sys.stderr)
         return 2
     cmd = server_command(settings, plan, extra)

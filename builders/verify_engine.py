@@ -3,8 +3,8 @@
     python -m builders.verify_engine --plan spin_encoder/1/model.plan [--images CROPS]... [--checkpoint W.safetensors]
 
 Feeds random images at the profile's min/opt/max batch and every word crop of each ``--images`` folder (in
-chunks that stay inside the profile), compares the ``features`` output with ONNX Runtime (plugin graphs run the
-``SpinBlend`` node through the kernel's host reference, :mod:`spinrec.ort_spin_blend`) and, with
+chunks that stay inside the profile), compares the ``features`` output with ONNX Runtime (both through :func:`spinrec.runtime.open_encoder`; plugin
+graphs run the ``SpinBlend`` node through the kernel's host reference, :mod:`spinrec.runtime.ort_spin_blend`) and, with
 ``--checkpoint``, decodes both with the model's attention head. Passes when the largest absolute feature error
 is within the tolerance (per precision, :data:`TOLERANCE`, or ``--tolerance``) and every crop reads the same text
 from both. The graph, plugin and profile default to what the plan's ``.json`` record says. The report is
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from builders.build_engine import Profile, read_metadata, write_metadata
 from builders.tensorrt_env import BuildError
-from spinrec.contract import ENCODER_INPUT as INPUT_NAME, ENCODER_OUTPUT as OUTPUT_NAME
+from spinrec.runtime.tensorrt_encoder import TensorRTError
 
 # Largest absolute feature error accepted (the shipped default's features reach |2.4|): float32 engines differ
 # from ONNX Runtime by summation order only; tf32 and fp16 by their rounding. For fp16: the shipped default with
@@ -109,19 +109,12 @@ def compare(
 
 def decoder_of(checkpoint: Path) -> Callable[[np.ndarray], list[str]]:
     """features -> texts with the checkpoint's attention head (PyTorch on CPU, the reference decoder)."""
-    import torch
-
     from spinrec import weights
     from spinrec.decoding import decode
+    from spinrec.runtime.torch_encoder import TorchDecoder
 
-    model = weights.load(checkpoint).eval()
-
-    def texts(features: np.ndarray) -> list[str]:
-        with torch.inference_mode():
-            probs = model.decode(torch.from_numpy(features)).numpy()
-        return [r.text for r in decode(probs)]
-
-    return texts
+    head = TorchDecoder(weights.load(checkpoint))
+    return lambda features: [r.text for r in decode(head(features, stop_at_eos=False))]
 
 
 def verify_engine(
@@ -135,20 +128,20 @@ def verify_engine(
     tolerance: float | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    from builders.engine_runner import EngineRunner
-    from spinrec.ort_spin_blend import session
+    from spinrec.runtime import open_encoder
+    from spinrec.runtime.tensorrt_encoder import TensorRTEncoder
 
-    ort = session(onnx_path)
+    reference = open_encoder("onnxruntime", onnx_path, blend_reference=True)
     rng = np.random.default_rng(seed)
     random_sets = {
         f"random_b{b}": rng.uniform(-1, 1, size=(b, 1, 32, 100)).astype(np.float32) for b in sorted({profile.min, profile.opt, profile.max})
     }
     image_sets = {str(folder): load_images(folder) for folder in images}
     decode = decoder_of(checkpoint) if checkpoint is not None else None
-    with EngineRunner(plan, plugin) as engine:
+    with TensorRTEncoder(plan, plugin, precision) as engine:
         return compare(
-            lambda x: engine({INPUT_NAME: x})[OUTPUT_NAME],
-            lambda x: ort.run([OUTPUT_NAME], {INPUT_NAME: x})[0],
+            engine,
+            reference,
             random_sets,
             image_sets,
             profile,
@@ -195,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         onnx_path = args.onnx or Path(record["onnx"])
         plugin = args.plugin or (Path(record["plugin"]) if record.get("plugin") else None)
         return verify_and_record(args.plan, plugin, onnx_path, Profile(*build["profile"]), args)
-    except BuildError as e:
+    except TensorRTError as e:
         print(f"verify_engine: error: {e}", file=sys.stderr)
         return 2
 

@@ -5,7 +5,7 @@ perf_analyzer copies a ``{"b64": ...}`` payload byte for byte into the request t
 little-endian length, then the bytes. Without the prefix the server reads the PNG signature as a
 length and rejects (or worse, misreads) every request.
 
-The images come from :class:`spinrec.synth.WordImages` (real fonts, words, backgrounds, blur, noise),
+The images come from :class:`spinrec.training.synth.WordImages` (real fonts, words, backgrounds, blur, noise),
 at the sizes a detector's crops have: the renderer's own 22-56 px text heights, and a share rescaled
 by 0.5-3x, so the preprocessor's decode and resize see small and large inputs, as in production.
 """
@@ -83,7 +83,7 @@ def render_samples(count: int, seed: int = 2026, rescale_share: float = 0.5, pro
     import cv2
     from tqdm import tqdm
 
-    from spinrec.synth import SynthConfig, WordImages
+    from spinrec.training.synth import SynthConfig, WordImages
 
     source = WordImages(SynthConfig(split="all", style="plain"))  # the request set of the recorded runs
     rng = np.random.default_rng(seed)

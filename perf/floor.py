@@ -104,11 +104,11 @@ def _quartiles(values_s: list[float] | np.ndarray) -> dict:
 
 def measure(repository: Path, payloads: list[bytes], real_grpc: str, floor_grpc: str, rounds: int, threads: int) -> dict:
     """Per-round times of one image: in process, through the real server, through the pass-through one."""
-    from perf.baselines import InProcessPipeline
+    from perf.baselines import inprocess
     from perf.paired import GrpcOcr
 
-    pipe = InProcessPipeline(repository, threads)
-    paths = {"inprocess": lambda p: pipe([p]), "server": GrpcOcr(real_grpc, 1).one, "floor": GrpcOcr(floor_grpc, 1).one}
+    pipe = inprocess(repository, threads)
+    paths = {"inprocess": lambda p: pipe.texts([p]), "server": GrpcOcr(real_grpc, 1).one, "floor": GrpcOcr(floor_grpc, 1).one}
     for p in payloads[:3]:  # warm every path
         for call in paths.values():
             call(p)

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from spinrec import weights
     from spinrec.models.spin import SPIN, SPINConfig
-    from spinrec.serving.stages import HeadDecoder
+    from spinrec.decoder import HeadDecoder
 
     if not torch.cuda.is_available():
         p.error("needs a CUDA GPU")

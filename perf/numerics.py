@@ -7,7 +7,7 @@ images, decoder input weights rescaled so readings depend on the image), exports
 and compares the texts decoded from fp32 ONNX Runtime features with those from each reduced-precision
 candidate on rendered words. ``python -m perf.numerics --images 128``.
 
-With trained weights, ``--dataset`` (a label file or benchmark LMDB, as :mod:`spinrec.evaluate` reads)
+With trained weights, ``--dataset`` (a label file or benchmark LMDB, as :mod:`spinrec.evaluation.evaluate` reads)
 replaces the rendered words, and each candidate's word accuracy against the labels is reported too:
 ``python -m perf.numerics --weights weights/default.safetensors --dataset HELDOUT_LMDB``.
 """
@@ -36,18 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "runtimes" / "numerics.json")
     a = p.parse_args(argv)
 
-    from spinrec.charset import Charset
-    from spinrec.decoder import AttentionDecoder
-    from spinrec.decoding import decode
-    from spinrec.onnx_export import export_encoder
+    from spinrec.decoder import HeadDecoder
+    from spinrec.export.onnx_export import export_encoder
     from spinrec import weights
     from spinrec.preprocess import preprocess_batch
+    from spinrec.runtime import open_encoder
 
-    from perf import runtimes
     from perf.data import render_samples
 
-    from spinrec.evaluate import read_dataset
-    from spinrec.metrics import RecMetric
+    from spinrec.evaluation.evaluate import read_dataset
+    from spinrec.evaluation.metrics import RecMetric
 
     if a.dataset and not a.weights:
         p.error("--dataset needs --weights: the untrained model's readings have no labels to match")
@@ -79,13 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     model = weights.load(ckpt)
     onnx_path = tmp / "model.onnx"
     export_encoder(model, onnx_path)
-    decoder = AttentionDecoder.from_checkpoint(ckpt)
-    charset = Charset()
+    decoder = HeadDecoder(ckpt, stop_at_eos=True)
 
     def texts(feats):
-        return [r.text for r in decode(decoder(feats, True), charset, True)]
+        return [r.text for r in decoder(feats)]
 
-    fp32 = runtimes.ort_encoder(onnx_path, a.threads)
+    fp32 = open_encoder("onnxruntime", onnx_path, a.threads)
     ref_feats = np.concatenate([fp32(images[i : i + 32]) for i in range(0, len(images), 32)])
     ref = texts(ref_feats)
     record = {"weights": str(a.weights) if a.weights else "input-sensitive untrained (perf.untrained.make_test_checkpoint)",
@@ -93,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
               "count": len(ref), "distinct_fp32_texts": len(set(ref)), "fp32_examples": ref[:8],
               "fp32_word_accuracy": accuracy(ref), "candidates": {}}
     variants = {
-        "openvino_f32": lambda: runtimes.openvino_encoder(onnx_path, a.threads, "fp32"),
-        "openvino_bf16": lambda: runtimes.openvino_encoder(onnx_path, a.threads, "bf16"),
-        "torch_autocast_bf16": lambda: runtimes.torch_encoder(ckpt, a.threads, bf16=True),
-        "torch_bf16_transform_fp32": lambda: runtimes.torch_mixed_encoder(ckpt, a.threads),
+        "openvino_f32": lambda: open_encoder("openvino", onnx_path, a.threads, "fp32"),
+        "openvino_bf16": lambda: open_encoder("openvino", onnx_path, a.threads, "bf16"),
+        "torch_autocast_bf16": lambda: open_encoder("torch", ckpt, a.threads, "bf16"),
+        "torch_bf16_transform_fp32": lambda: open_encoder("torch", ckpt, a.threads, "bf16", autocast_transform=False),
     }
     for name, make in variants.items():
         enc = make()

@@ -47,7 +47,7 @@ class GrpcOcr:
 
 
 def measure(pipe, grpc_url: str, payloads: Sequence[bytes], pairs_b1: int = 24, rounds_b32: int = 4) -> dict:
-    """``pipe``: :class:`perf.baselines.InProcessPipeline` (bytes -> texts)."""
+    """``pipe``: bytes -> texts in process (:meth:`spinrec.pipeline.Pipeline.texts`)."""
     client = GrpcOcr(grpc_url)
     payloads = list(payloads)
     # Same texts both ways (the server runs the same stages on the same weights).

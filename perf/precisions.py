@@ -2,11 +2,11 @@
 
 R needs the INT8 encoders for the int8 rows (``python -m builders.build_repository --output R --weights W``
 writes them unless ``--no-int8``). For each precision (``--precisions``, default fp32,bf16,int8, each the served encoder's
-:class:`~spinrec.serving.stages.OnnxEncoder` on the served runtime) the in-process pipeline (preprocess ->
-encoder -> NumPy decoder, :class:`perf.baselines.InProcessPipeline`) at batch 32 and batch 1 and the encoder
+:func:`spinrec.runtime.open_encoder` on the served runtime) the in-process pipeline (preprocess ->
+encoder -> NumPy decoder, :class:`spinrec.pipeline.Pipeline`) at batch 32 and batch 1 and the encoder
 alone at batch 32 are timed in the same rounds as the 3x3 convolution that sets the fp32 FLOP-count limit
 (:mod:`perf.flops`), so every ratio (to fp32, to the limit) comes from one run under one background load.
-``--gate G.json`` (from ``python -m spinrec.quantize gate``) adds each precision's word accuracy and the
+``--gate G.json`` (from ``python -m spinrec.export.quantize gate``) adds each precision's word accuracy and the
 plot of throughput against accuracy. ``perf.run --precisions`` runs the same measurement inside a full run.
 
 Served throughput per precision: ``python -m perf.variants V --source R --encoder-precision int8`` and
@@ -23,8 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
-from perf.baselines import InProcessPipeline, artifacts
-from spinrec.quantize import GATE_POINTS
+from perf.baselines import inprocess
+from spinrec import contract
+from spinrec.export.quantize import GATE_POINTS
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -33,25 +34,24 @@ PRECISIONS = ("fp32", "bf16", "int8")
 def measure(repository: Path, payloads: Sequence[bytes], precisions: Sequence[str] = PRECISIONS, threads: int = 2,
             rounds: int = 8, runtime: str = "openvino") -> dict:
     """Images/s per precision and the ratios (see the module doc); a record."""
-    from spinrec import weights
-
     from perf.flops import conv_probe, model_macs
     from perf.timing import interleaved, one_at_a_time, summary
+    from spinrec import weights
 
     payloads = list(payloads)
     if len(payloads) < 32:
         raise ValueError("need at least 32 request payloads")
-    pipes = {p: InProcessPipeline(repository, threads, runtime, precision=p) for p in precisions}
-    flop_per_image = 2 * model_macs(weights.load(artifacts(repository)["checkpoint"]))["encoder_mac"]
+    pipes = {p: inprocess(repository, threads, runtime, precision=p) for p in precisions}
+    flop_per_image = 2 * model_macs(weights.load(repository / contract.CHECKPOINT))["encoder_mac"]
     x32 = pipes[precisions[0]].preprocess(payloads[:32])
-    texts = {p: pipe(payloads) for p, pipe in pipes.items()}
+    texts = {p: pipe.texts(payloads) for p, pipe in pipes.items()}
     one = one_at_a_time(payloads)
     probe, probe_flop, probe_shape = conv_probe(threads=threads)
     fns = {"conv3x3": probe}
     for p, pipe in pipes.items():
-        fns[f"pipeline_b32 {p}"] = lambda pipe=pipe: pipe(payloads[:32])
+        fns[f"pipeline_b32 {p}"] = lambda pipe=pipe: pipe.texts(payloads[:32])
         fns[f"encoder_b32 {p}"] = lambda pipe=pipe: pipe.encoder(x32)
-        fns[f"pipeline_b1 {p}"] = lambda pipe=pipe: pipe(one())
+        fns[f"pipeline_b1 {p}"] = lambda pipe=pipe: pipe.texts(one())
     times = interleaved(fns, rounds, warmup=1, desc="precisions")
     gflops = probe_flop / float(np.median(times.pop("conv3x3"))) / 1e9
     limit = gflops * 1e9 / flop_per_image
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--images", type=int, default=64)
-    p.add_argument("--gate", type=Path, help="JSON of `python -m spinrec.quantize gate` on the same weights")
+    p.add_argument("--gate", type=Path, help="JSON of `python -m spinrec.export.quantize gate` on the same weights")
     p.add_argument("--caveat", default="", help="a note for the table (e.g. 'loaded machine')")
     p.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "precisions")
     a = p.parse_args(argv)

@@ -100,7 +100,7 @@ def summary_markdown(run: dict) -> str:
         out += ["## Baselines (same weights, same request bytes, same thread budget: "
                 f"{b['threads']} threads, encoder runtime {b['encoder_runtime']})", ""]
         out += ["| path | batch 1 p50 ms | batch 1 req/s | batch 32 img/s | batch 32 % of FLOP limit |", "|---|---:|---:|---:|---:|"]
-        for k, name in (("inprocess", "(a) in-process pipeline"), ("eager", "(b) PyTorch eager Recognizer"), ("encoder_only", "encoder alone (runtime)"),
+        for k, name in (("inprocess", "(a) in-process pipeline"), ("eager", "(b) PyTorch eager pipeline"), ("encoder_only", "encoder alone (runtime)"),
                         ("paddle_inference", "(d) Paddle Inference, oneDNN (PaddleOCR proxy)")):
             b1, b32 = b["batch1"].get(k), b["batch32"].get(k)
             if b1 is None:

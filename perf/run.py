@@ -141,7 +141,7 @@ def make_inputs(samples: list[data.Sample], repository: Path, raw: Path, threads
     (the preprocessed images) and spin_decoder (features from the repository's encoder on them)."""
     from spinrec.preprocess import preprocess_batch
 
-    from perf.runtimes import ort_encoder
+    from spinrec.runtime import open_encoder
 
     paths = {ENSEMBLE: data.write_input_data(raw / "input_image_bytes.json", data.input_data([s.data for s in samples]))}
     paths[contract.PREPROCESS] = paths[ENSEMBLE]
@@ -149,7 +149,7 @@ def make_inputs(samples: list[data.Sample], repository: Path, raw: Path, threads
     if any(errors):
         raise RuntimeError(f"rendered images failed to preprocess: {errors}")
     paths[contract.ENCODER] = data.write_input_data(raw / "input_encoder.json", data.tensor_input_data(list(images), contract.ENCODER_INPUT))
-    features = ort_encoder(repository / contract.ONNX, threads)(images)
+    features = open_encoder("onnxruntime", repository / contract.ONNX, threads)(images)
     paths[contract.DECODER] = data.write_input_data(raw / "input_decoder.json", data.tensor_input_data(list(features), contract.ENCODER_OUTPUT))
     return paths
 
@@ -333,10 +333,10 @@ def main(argv: list[str] | None = None) -> int:
                                        args.baseline_rounds, max(2, args.baseline_rounds // 4))
         if not args.no_baselines:
             from perf import paired
-            from perf.baselines import InProcessPipeline
+            from perf.baselines import inprocess
 
             print("perf: paired server vs in-process (latency overhead, throughput ratio)", file=sys.stderr)
-            run["paired"] = paired.measure(InProcessPipeline(args.model_repository, args.threads), args.grpc_url,
+            run["paired"] = paired.measure(inprocess(args.model_repository, args.threads).texts, args.grpc_url,
                                            [s.data for s in samples], args.baseline_rounds + 8, max(2, args.baseline_rounds // 4))
         if args.precisions:
             from perf import precisions

@@ -21,13 +21,11 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from spinrec import contract
-
-Encoder = Callable[[np.ndarray], np.ndarray]
+from spinrec.runtime import Encoder
 
 
 @dataclass
@@ -36,96 +34,6 @@ class Candidate:
     runtime: str
     precision: str
     how: str  # how it is configured, in words a config file can follow
-
-
-# ----------------------------------------------------------------------------------------- ONNX Runtime
-
-
-def ort_encoder(onnx_path: str | Path, threads: int = 2, level: str = "all", inter: int = 1, spinning: bool = True) -> Encoder:
-    import onnxruntime as ort
-
-    levels = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
-    so = ort.SessionOptions()
-    so.graph_optimization_level = levels[level]
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = inter
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if not spinning:
-        # Idle pool threads otherwise busy-wait after each run, taking CPU from the other stages' processes.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return sess.run([contract.ENCODER_OUTPUT], {contract.ENCODER_INPUT: np.ascontiguousarray(x, np.float32)})[0]
-
-    return run
-
-
-# ------------------------------------------------------------------------------------------- OpenVINO
-
-
-def openvino_encoder(onnx_path: str | Path, threads: int = 2, precision: str = "fp32", static_batch: int | None = None) -> Encoder:
-    """OpenVINO CPU plugin on the same ONNX graph, as served (:func:`spinrec.serving.stages.openvino_encoder`).
-    ``precision`` fp32 or bf16 (bf16 uses AVX512_BF16 / AMX where present); ``static_batch`` compiles for
-    one batch size (faster kernels) instead of a dynamic batch dimension."""
-    from spinrec.serving.stages import openvino_encoder as served
-
-    return served(onnx_path, threads, precision, static_batch)
-
-
-# -------------------------------------------------------------------------------------------- PyTorch
-
-
-def torch_mixed_encoder(checkpoint: str | Path, threads: int = 2) -> Encoder:
-    """GA-SPIN transform in fp32 (pow with exponents up to 33.33, instance norm, grid sample: the parts
-    spin-model.md section 11 flags as precision-sensitive), backbone and neck under bf16 autocast."""
-    import torch
-
-    from spinrec import weights
-
-    torch.set_num_threads(threads)
-    model = weights.load(checkpoint).eval()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            t = model.transform(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return model.neck(model.backbone(t)).float().numpy()
-
-    return run
-
-
-def torch_encoder(checkpoint: str | Path, threads: int = 2, mode: str = "eager", channels_last: bool = False, bf16: bool = False) -> Encoder:
-    """PyTorch (oneDNN convolutions). ``mode``: eager, jit (trace + freeze + optimize_for_inference) or
-    compile (torch.compile, inductor)."""
-    import torch
-
-    from spinrec import weights
-
-    torch.set_num_threads(threads)
-    model = weights.load(checkpoint).eval()
-    enc = model.encoder().eval()
-    if channels_last:
-        enc = enc.to(memory_format=torch.channels_last)
-    if mode == "jit":
-        with torch.no_grad():
-            enc = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(enc, torch.zeros(2, 1, 32, 100)).eval()))
-    elif mode == "compile":
-        enc = torch.compile(enc, dynamic=False)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-        if channels_last:
-            t = t.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return enc(t).float().numpy()
-
-    return run
 
 
 # ------------------------------------------------------------------------------------------- registry
@@ -152,23 +60,24 @@ def candidates(include_compile: bool = False) -> list[Candidate]:
 
 
 def build(name: str, onnx_path: Path, checkpoint: Path, threads: int, batch: int) -> Encoder:
+    """The candidate ``name`` through :func:`spinrec.runtime.open_encoder` (its options spelled out in ``how``)."""
+    from spinrec.runtime import open_encoder
+
     if name.startswith("ort_"):
-        level = name.split("_")[1]
-        t = 1 if "_t1" in name else threads
-        return ort_encoder(onnx_path, t, level, spinning="nospin" not in name)
+        return open_encoder("onnxruntime", onnx_path, 1 if "_t1" in name else threads, optimization=name.split("_")[1],
+                            spinning="nospin" not in name)  # fmt: skip
     if name.startswith("openvino_"):
-        return openvino_encoder(onnx_path, threads, "bf16" if "bf16" in name else "fp32", batch if "static" in name else None)
-    if name == "torch_eager":
-        return torch_encoder(checkpoint, threads)
-    if name == "torch_eager_cl":
-        return torch_encoder(checkpoint, threads, channels_last=True)
-    if name == "torch_jit":
-        return torch_encoder(checkpoint, threads, "jit")
-    if name == "torch_compile":
-        return torch_encoder(checkpoint, threads, "compile")
-    if name == "torch_autocast_bf16":
-        return torch_encoder(checkpoint, threads, bf16=True)
-    raise ValueError(f"unknown candidate {name}")
+        return open_encoder("openvino", onnx_path, threads, "bf16" if "bf16" in name else "fp32", batch=batch if "static" in name else None)
+    torch_options = {
+        "torch_eager": {},
+        "torch_eager_cl": {"channels_last": True},
+        "torch_jit": {"mode": "jit"},
+        "torch_compile": {"mode": "compile"},
+        "torch_autocast_bf16": {"precision": "bf16"},
+    }
+    if name not in torch_options:
+        raise ValueError(f"unknown candidate {name}")
+    return open_encoder("torch", checkpoint, threads, **torch_options[name])
 
 
 # ---------------------------------------------------------------------------------------- measurement
@@ -187,12 +96,9 @@ def compare(
 
     ``images``: preprocessed rendered words ``[N, 1, 32, 100]``, N >= max(batches); also the numerics set.
     """
-    import torch
-
-    from spinrec import weights
     from spinrec.charset import Charset
-    from spinrec.decoder import AttentionDecoder
-    from spinrec.decoding import decode
+    from spinrec.decoder import HeadDecoder
+    from spinrec.runtime import open_encoder
 
     from perf.flops import conv_probe, model_macs
     from perf.timing import interleaved, summary
@@ -200,15 +106,13 @@ def compare(
     onnx_path = repository / contract.ONNX
     checkpoint = repository / contract.CHECKPOINT
     charset = Charset.from_file(str(repository / contract.CHARSET))
-    torch.set_num_threads(threads)
-    model = weights.load(checkpoint).eval()
-    macs = model_macs(model)
+    torch_fp32 = open_encoder("torch", checkpoint, threads)
+    macs = model_macs(torch_fp32.model)  # type: ignore[attr-defined]
     flop_per_image = 2 * macs["encoder_mac"]
-    with torch.inference_mode():
-        reference = model.encode(torch.from_numpy(images)).numpy()
-    decoder = AttentionDecoder.from_checkpoint(checkpoint)
-    ref_texts = [r.text for r in decode(decoder(reference), charset, True)]
-    del model
+    reference = torch_fp32(images)
+    decoder = HeadDecoder(checkpoint, charset, stop_at_eos=True)
+    ref_texts = [r.text for r in decoder(reference)]
+    del torch_fp32
 
     chosen = [c for c in candidates(include_compile) if only is None or c.name in only]
     record = {"threads": threads, "rounds": rounds, "encoder_flop_per_image": flop_per_image, "candidates": {}, "failed": {}}
@@ -248,7 +152,7 @@ def compare(
             n = len(images) // batch * batch
             feats = np.concatenate([enc(images[i : i + batch]) for i in range(0, n, batch)])
             rel = float(np.linalg.norm(feats - reference[:n]) / np.linalg.norm(reference[:n]))
-            texts = [r.text for r in decode(decoder(feats), charset, True)]
+            texts = [r.text for r in decoder(feats)]
             same = sum(a == b for a, b in zip(texts, ref_texts[:n]))
             record["candidates"][name]["numerics"] = {
                 "images": n, "relative_l2_error_vs_torch_fp32": rel, "texts_identical": same, "texts_total": n,

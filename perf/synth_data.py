@@ -31,9 +31,9 @@ import numpy as np
 from tqdm import tqdm
 
 from perf.timing import interleaved
-from spinrec.metrics import RecMetric
-from spinrec.scene import SceneMix
-from spinrec.synth import SynthConfig, WordImages, discover_fonts
+from spinrec.evaluation.metrics import RecMetric
+from spinrec.training.scene import SceneMix
+from spinrec.training.synth import SynthConfig, WordImages, discover_fonts
 
 
 def _feeder(style: str, chunk: int):
@@ -98,9 +98,9 @@ def sheet(count: int, seed: int, columns: int, out: Path) -> None:
 
 
 def effects(weights: str, count: int, seed: int, out: Path) -> None:
-    from spinrec.recognizer import Recognizer
+    from spinrec.pipeline import Pipeline
 
-    recognizer = Recognizer.from_checkpoint(weights)
+    recognizer = Pipeline.open(weights)
     off = SceneMix(**{f.name: 0.0 for f in dataclasses.fields(SceneMix)})
     configs = {"plain style": SynthConfig(split="heldout", style="plain"), "scene style": SynthConfig(split="heldout")}
     configs["scene, all effects off"] = SynthConfig(split="heldout", mix=off)

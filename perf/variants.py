@@ -16,7 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
-from spinrec.serving.stages import PRECISIONS
+from spinrec.runtime import PRECISIONS, SERVED
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,9 +26,9 @@ from spinrec.serving.triton import EncoderModel
 
 class TritonPythonModel(EncoderModel):
     def setup(self):
-        from perf import runtimes
+        from spinrec.runtime import open_encoder
 
-        self.encoder = runtimes.ort_encoder(self.artifact("onnx_file", "model.onnx"), self.int_param("threads", 1), spinning=False)
+        self.encoder = open_encoder("onnxruntime", self.artifact("onnx_file", "model.onnx"), self.int_param("threads", 1), spinning=False)
 '''
 
 def _set(text: str, pattern: str, repl: str) -> str:
@@ -53,8 +53,6 @@ def _set_batching(text: str, instances: int | None, delay_us: int | None) -> str
     return text
 
 
-#: Encoder runtimes the served model offers through its ``runtime`` parameter; the others need a variant model.
-SERVED_RUNTIMES = ("onnxruntime", "openvino")
 
 
 def build_variant(source: Path, out: Path, encoder: str = "served", encoder_instances: int | None = None,
@@ -76,7 +74,7 @@ def build_variant(source: Path, out: Path, encoder: str = "served", encoder_inst
             dst.symlink_to(path.resolve())
     enc_cfg = out / "spin_encoder" / "configs" / "cpu.pbtxt"
     text = enc_cfg.read_text()
-    if encoder in SERVED_RUNTIMES:
+    if encoder in SERVED:  # the served model offers these through its runtime parameter; the others need a variant model
         text = _set_param(text, "runtime", encoder)
     elif encoder == "openvino_bf16":  # the served model's own option
         text = _set_param(_set_param(text, "runtime", "openvino"), "precision", "bf16")
@@ -98,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m perf.variants", description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path)
     p.add_argument("--source", type=Path, default=ROOT / "model_repository")
-    p.add_argument("--encoder", choices=("served", *SERVED_RUNTIMES, "ort_nospin", "openvino_bf16"), default="served")
-    p.add_argument("--encoder-precision", choices=PRECISIONS)
+    p.add_argument("--encoder", choices=("served", *SERVED, "ort_nospin", "openvino_bf16"), default="served")
+    p.add_argument("--encoder-precision", choices=sorted({p for kind in SERVED for p in PRECISIONS[kind]}))
     p.add_argument("--encoder-instances", type=int)
     p.add_argument("--encoder-threads", type=int)
     p.add_argument("--preprocess-instances", type=int)

@@ -38,7 +38,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 say "1/6 held-out synthetic set ($heldout_count images)"
 if [ ! -f "$work/heldout/labels.txt" ]; then
     mkdir -p "$work"
-    .venv/bin/python -m spinrec.synth "$work/heldout" --count "$heldout_count" --seed 20261203 --split heldout
+    .venv/bin/python -m spinrec.training.synth "$work/heldout" --count "$heldout_count" --seed 20261203 --split heldout
 fi
 
 say "2/6 GPU image (plugin compiled against the image's TensorRT)"

@@ -22,7 +22,7 @@ if $dev && ! command -v shellcheck >/dev/null && command -v apt-get >/dev/null &
     (apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null) || echo "setup: shellcheck install failed"
 fi
 if $dev && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && [ ! -f /usr/share/dict/words ]; then
-    # The synthetic word generator's word list and fonts (spinrec/synth.py holds 20 % of the font families
+    # The synthetic word generator's word list and fonts (spinrec/training/synth.py holds 20 % of the font families
     # out of training by a hash of their names, so the split is the same on every machine with these).
     apt-get update -qq && apt-get install -y -qq --no-install-recommends wamerican fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf \
         fonts-urw-base35 fonts-open-sans fonts-roboto-unhinted fonts-lato fonts-croscore fonts-crosextra-carlito \

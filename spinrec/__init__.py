@@ -2,7 +2,8 @@
 
 Stages, one module each: :mod:`spinrec.preprocess` (bytes -> ``[1, 32, 100]``), :mod:`spinrec.models`
 (the network; ``SPIN.encode`` is the encoder, ``SPIN.decode`` the attention decoder),
-:mod:`spinrec.decoding` (probabilities -> text), :mod:`spinrec.recognizer` (all of it, in process).
+:mod:`spinrec.decoding` (probabilities -> text), :mod:`spinrec.runtime` (the encoder on PyTorch, ONNX Runtime,
+OpenVINO or TensorRT), :mod:`spinrec.pipeline` (all of it, in process).
 """
 
 from spinrec.charset import Charset

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from spinrec.inputs import collect
 from spinrec.preprocess import ImageError
-from spinrec.repository import DEFAULT_WEIGHTS
+from spinrec.export.repository import DEFAULT_WEIGHTS
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -23,12 +23,12 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _recognize(args: argparse.Namespace) -> int:
-    from spinrec.recognizer import Recognizer
+    from spinrec.pipeline import Pipeline
 
     if args.weights is None and not DEFAULT_WEIGHTS.is_file():
         print(f"spinrec: error: no --weights and no shipped default ({DEFAULT_WEIGHTS})", file=sys.stderr)
         return 2
-    recognizer = Recognizer.from_checkpoint(args.weights or DEFAULT_WEIGHTS, stop_at_eos=not args.paddle_decoding)
+    recognizer = Pipeline.open(args.weights or DEFAULT_WEIGHTS, stop_at_eos=not args.paddle_decoding)
     items = collect(args.images)
     readable = [i for i, (_, data) in enumerate(items) if not isinstance(data, Exception)]
     readings = dict(zip(readable, recognizer.recognize([items[i][1] for i in readable])))
@@ -60,9 +60,9 @@ def _init(args: argparse.Namespace) -> int:
 #: Commands whose arguments all belong to another module's ``main``.
 DELEGATED = {
     "serve": ("spinrec.serving.launch", "start Triton on the model repository"),
-    "synth": ("spinrec.synth", "render synthetic word images"),
-    "train": ("spinrec.train", "train or export a SPIN model"),
-    "evaluate": ("spinrec.evaluate", "word accuracy of a model on a labelled set"),
+    "synth": ("spinrec.training.synth", "render synthetic word images"),
+    "train": ("spinrec.training.train", "train or export a SPIN model"),
+    "evaluate": ("spinrec.evaluation.evaluate", "word accuracy of a model on a labelled set"),
 }
 
 

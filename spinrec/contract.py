@@ -91,7 +91,7 @@ PLAN = Path(ENCODER, "1", "model.plan")
 CHECKPOINT = Path(DECODER, "1", "model.safetensors")
 CHARSET = Path(DECODER, "1", "charset.txt")
 RECORD = Path("build.json")
-#: The INT8 encoders per runtime (spinrec.quantize; the builder writes them unless ``--no-int8``), file names beside :data:`ONNX`.
+#: The INT8 encoders per runtime (spinrec.export.quantize; the builder writes them unless ``--no-int8``), file names beside :data:`ONNX`.
 INT8_FILES = {"openvino": "model_int8.xml", "onnxruntime": "model_int8.onnx"}
 #: What the CPU repository needs to serve (the TensorRT plan is built separately, on a GPU host).
 ARTIFACTS = (ONNX, CHECKPOINT, CHARSET, RECORD)

@@ -15,7 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
-from spinrec.charset import EOS_INDEX, SOS_INDEX
+from spinrec.charset import EOS_INDEX, SOS_INDEX, Charset
+from spinrec.decoding import Reading, decode
 
 _PREFIX = "head."
 _KEYS = (
@@ -124,3 +125,42 @@ class AttentionDecoder:
                 if bool(done.all()):
                     break
         return _softmax(xp, xp.stack(logits, axis=1), axis=2).astype(xp.float32)
+
+
+def cupy_module():
+    """CuPy, or a ValueError saying how to get it (only the GPU decoder needs it)."""
+    try:
+        import cupy
+    except ImportError:
+        raise ValueError("device 'gpu' needs CuPy: pip install cupy-cuda12x (the spinrec[gpu] extra)") from None
+    return cupy
+
+
+class HeadDecoder:
+    """Features ``[B,26,C]`` -> one :class:`Reading` per row, the whole batch in one greedy loop.
+
+    Runs :class:`spinrec.decoder.AttentionDecoder`, so decoder processes never load PyTorch; only the
+    ``head.*`` tensors of the checkpoint are read. ``device="cpu"`` computes with NumPy; ``"gpu"`` with
+    CuPy on the current CUDA device, taking CuPy arrays (e.g. from DLPack) or host arrays; only the
+    ``[B, S, classes]`` probabilities come back to the host.
+    """
+
+    def __init__(self, checkpoint: str | Path, charset: Charset | None = None, stop_at_eos: bool = True, device: str = "cpu"):
+        if device not in ("cpu", "gpu"):
+            raise ValueError(f"device must be cpu or gpu, got {device!r}")
+        self.xp = cupy_module() if device == "gpu" else np
+        try:
+            self.decoder = AttentionDecoder.from_checkpoint(checkpoint, xp=self.xp)
+        except KeyError as e:
+            raise ValueError(f"{checkpoint}: {e.args[0]}") from None
+        self.charset = charset or Charset()
+        classes = self.decoder.w_gen.shape[1]
+        if self.charset.num_classes != classes:
+            raise ValueError(f"charset has {self.charset.num_classes} classes but the head of {checkpoint} predicts {classes}")
+        self.stop_at_eos = stop_at_eos
+
+    def __call__(self, features) -> list[Reading]:
+        probs = self.decoder(self.xp.asarray(features), self.stop_at_eos)
+        if self.xp is not np:
+            probs = probs.get()
+        return decode(probs, self.charset, self.stop_at_eos)

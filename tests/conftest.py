@@ -83,9 +83,9 @@ def checkpoint(tmp_path_factory, word_images) -> Path:
 @pytest.fixture(scope="session")
 def reference(checkpoint):
     """The in-process PyTorch pipeline every served result is compared with."""
-    from spinrec.recognizer import Recognizer
+    from spinrec.pipeline import Pipeline
 
-    return Recognizer.from_checkpoint(checkpoint)
+    return Pipeline.open(checkpoint)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spinrec.blend import power_exponents, spin_blend
+from spinrec.models.blend import power_exponents, spin_blend
 
 
 def test_exponents_are_papers_list():

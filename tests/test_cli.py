@@ -10,7 +10,7 @@ import torch
 
 from spinrec import weights
 from spinrec.models import SPIN, SPINConfig
-from spinrec.recognizer import Recognizer
+from spinrec.pipeline import Pipeline
 
 
 def _run(*args):
@@ -40,7 +40,7 @@ def test_convert_then_recognize(tmp_path):
     r = _run("recognize", "--json", "--weights", str(st), *map(str, images), str(tmp_path / "bad.png"))
     assert r.returncode == 1  # one image failed
     rows = [json.loads(line) for line in r.stdout.splitlines()]
-    expected = Recognizer(model).recognize([p.read_bytes() for p in images])
+    expected = Pipeline.open(model).recognize([p.read_bytes() for p in images])
     assert [row["text"] for row in rows[:2]] == [e.text for e in expected]
     assert rows[2]["path"].endswith("bad.png") and "not a recognised image" in rows[2]["error"]
 
@@ -63,7 +63,7 @@ def test_init_is_deterministic(tmp_path):
 
 
 def test_recognize_defaults_to_the_shipped_weights_and_expands_folders_and_globs(tmp_path):
-    from spinrec.repository import DEFAULT_WEIGHTS
+    from spinrec.export.repository import DEFAULT_WEIGHTS
 
     words = tmp_path / "words"
     (words / "more").mkdir(parents=True)
@@ -74,6 +74,6 @@ def test_recognize_defaults_to_the_shipped_weights_and_expands_folders_and_globs
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     paths = [words / "a.png", words / "more" / "b.png", words / "a.png"]
     assert [row["path"] for row in rows[:3]] == [str(p) for p in paths]
-    expected = Recognizer.from_checkpoint(DEFAULT_WEIGHTS).recognize([p.read_bytes() for p in paths])
+    expected = Pipeline.open(DEFAULT_WEIGHTS).recognize([p.read_bytes() for p in paths])
     assert [row["text"] for row in rows[:3]] == [e.text for e in expected]
     assert rows[3]["path"].endswith("none*.png") and "no file matches" in rows[3]["error"]

@@ -122,14 +122,14 @@ def test_cli_unreachable_server_exits_2(image_dir):
 
 
 def _word_lmdb(path, word_images) -> str:
-    from spinrec.synth import write_lmdb
+    from spinrec.training.synth import write_lmdb
 
     write_lmdb(path, list(zip(word_images, WORDS)))
     return str(path)
 
 
 def test_evaluate_through_the_server_equals_in_process(triton_server, checkpoint, word_images, tmp_path):
-    from spinrec.evaluate import main as evaluate_main
+    from spinrec.evaluation.evaluate import main as evaluate_main
 
     dataset = _word_lmdb(tmp_path / "lmdb", word_images)
     reports = {}
@@ -144,7 +144,7 @@ def test_evaluate_through_the_server_equals_in_process(triton_server, checkpoint
 
 
 def test_evaluate_with_an_unreachable_server_exits_2(word_images, tmp_path, capsys):
-    from spinrec.evaluate import main as evaluate_main
+    from spinrec.evaluation.evaluate import main as evaluate_main
 
     url = f"127.0.0.1:{free_port()}"
     assert evaluate_main([_word_lmdb(tmp_path / "lmdb", word_images), "--server", url]) == 2

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import DEFAULT_WEIGHTS
-from spinrec.evaluate import main as evaluate_main
-from spinrec.synth import SynthConfig, WordImages, discover_fonts, write_folder
+from spinrec.evaluation.evaluate import main as evaluate_main
+from spinrec.training.synth import SynthConfig, WordImages, discover_fonts, write_folder
 
 #: Real photographed word crops from public repositories (labels.tsv, SOURCES.md): validation only, read in
 #: place and never copied into the project.
@@ -47,9 +47,9 @@ def clean_words() -> list[bytes]:
 
 
 def test_reads_clean_words_in_process(clean_words):
-    from spinrec.recognizer import Recognizer
+    from spinrec.pipeline import Pipeline
 
-    readings = Recognizer.from_checkpoint(DEFAULT_WEIGHTS).recognize(clean_words)
+    readings = Pipeline.open(DEFAULT_WEIGHTS).recognize(clean_words)
     # The charset is lowercase (PaddleOCR's SPIN dictionary), so capitals read as lowercase.
     assert [r.text for r in readings] == [w.lower() for w in WORDS]
 
@@ -59,9 +59,9 @@ def test_reads_clean_words_in_every_heldout_font_file():
     """:data:`WORDS` in each held-out font file (112 with the setup's fonts: weights, italics, condensed
     faces): the shipped default reads 98.2 % exactly. Most misses are ``world`` -> ``worid`` in sans faces whose
     ``l`` is a bare bar, the glyph of a capital I; the previous default read 96.3 %."""
-    from spinrec.recognizer import Recognizer
+    from spinrec.pipeline import Pipeline
 
-    recognizer = Recognizer.from_checkpoint(DEFAULT_WEIGHTS)
+    recognizer = Pipeline.open(DEFAULT_WEIGHTS)
     fonts = discover_fonts(split="heldout")
     misses = []
     for font in fonts:
@@ -81,7 +81,7 @@ def test_reads_clean_words_through_triton(default_server, protocol, clean_words)
 
 
 def test_evaluation_through_triton_equals_in_process(default_server, tmp_path):
-    """``spinrec.evaluate`` over a benchmark-format LMDB of held-out synthetic words (with one broken image):
+    """``spinrec.evaluation.evaluate`` over a benchmark-format LMDB of held-out synthetic words (with one broken image):
     the server and the in-process pipeline give the same counts."""
     source = WordImages(SynthConfig(split="heldout", style="plain"))  # the style weights/README.md measured
     write_folder(tmp_path / "set", [source.sample(777, i) for i in range(40)], lmdb_path=tmp_path / "lmdb")

@@ -1,4 +1,5 @@
-"""The TensorRT engine builders (builders/build_engine.py, engine_runner.py, verify_engine.py).
+"""The TensorRT engine builders (builders/build_engine.py, verify_engine.py) and the engine runtime they share
+(spinrec/runtime/tensorrt_encoder.py).
 
 Here: their TensorRT API use type-checks against ``tensorrt-stubs`` (mypy); every decision that needs no
 TensorRT runs (which settings each precision takes on TensorRT 10 and 11, what triggers a rebuild, the static
@@ -27,15 +28,18 @@ from builders import build_engine, tensorrt_env, verify_engine
 from builders.build_engine import BuildOptions, Profile
 from builders.build_plugin import build_plugin, find_nvinfer, find_tensorrt_headers
 from builders.tensorrt_env import BuildError, GpuInfo
-from spinrec import onnx_export, weights
-from spinrec.blend import spin_blend
+from spinrec.runtime.tensorrt_encoder import TensorRTError
+from spinrec import weights
+from spinrec.export import onnx_export
+from spinrec.models.blend import spin_blend
 from spinrec.models import SPIN, SPINConfig
 from spinrec.models.gaspin import SPTransformerNetwork
 from test_plugin_kernel import SPIN as SPIN_EXPONENTS
 from test_plugin_kernel import TOL, random_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILDERS = [ROOT / "builders" / f"{name}.py" for name in ("tensorrt_env", "build_plugin", "build_engine", "engine_runner", "verify_engine", "gpu_start", "gpu_report")]
+BUILDERS = [ROOT / "builders" / f"{name}.py" for name in ("tensorrt_env", "build_plugin", "build_engine", "verify_engine", "gpu_start", "gpu_report")]
+BUILDERS.append(ROOT / "spinrec" / "runtime" / "tensorrt_encoder.py")
 SMALL = SPINConfig(backbone_out_channels=64, neck_hidden_size=32, neck_out_channels=(32, 64), head_hidden_size=32)
 
 has_tensorrt = tensorrt_env.trt is not None
@@ -43,11 +47,11 @@ has_tensorrt = tensorrt_env.trt is not None
 
 def _has_cuda_python() -> bool:
     try:
-        from builders.engine_runner import _cudart
+        from spinrec.runtime.tensorrt_encoder import cudart
 
-        _cudart()
+        cudart()
         return True
-    except BuildError:
+    except TensorRTError:
         return False
 
 
@@ -217,7 +221,7 @@ def test_static_batch_graph_is_refused_before_tensorrt(small_graphs, tmp_path, c
 
 
 def test_missing_plugin_library_is_named(tmp_path):
-    with pytest.raises(BuildError, match="plugin library .* not found"):
+    with pytest.raises(TensorRTError, match="plugin library .* not found"):
         tensorrt_env.load_plugin(tmp_path / "libspin_plugin.so", None)
 
 
@@ -296,7 +300,7 @@ def test_verify_logic_with_onnx_runtime_on_both_sides(small_graphs, tmp_path):
     """The comparison the GPU check relies on, run where ONNX Runtime is the only runtime: the plugin graph
     (SpinBlend through the kernel's host reference) against the decomposed graph passes; a run that perturbs
     the features beyond the tolerance fails and names the crops whose texts changed."""
-    from spinrec.ort_spin_blend import session
+    from spinrec.runtime.ort_spin_blend import session
 
     plugin_ort, decomposed_ort = session(small_graphs / "plugin.onnx"), session(small_graphs / "decomposed.onnx")
     calls = []
@@ -357,7 +361,7 @@ def test_plugin_engine_matches_pytorch(plugin_library, tmp_path, precision, tol)
     plan = tmp_path / "blend.plan"
     opts = BuildOptions(graph, plugin_library, plan, precision, Profile(1, 4, 8), 256)
     build_engine.build_engine(opts)
-    from builders.engine_runner import EngineRunner
+    from spinrec.runtime.tensorrt_encoder import EngineRunner
 
     runner = EngineRunner(plan, plugin_library)
     for batch in (1, 3, 8):

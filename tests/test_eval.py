@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from spinrec import weights
-from spinrec.evaluate import DatasetError, ablate, calibration, confidence_threshold, main, read_dataset
-from spinrec.metrics import EPS, RecMetric, edit_distance, normalize_text, normalized_distance
+from spinrec.evaluation.evaluate import DatasetError, ablate, calibration, confidence_threshold, main, read_dataset
+from spinrec.evaluation.metrics import EPS, RecMetric, edit_distance, normalize_text, normalized_distance
 from spinrec.models.spin import SPIN, SPINConfig
 from spinrec.models.tps import fiducials
-from spinrec.recognizer import Recognizer
-from spinrec.synth import SynthConfig, WordImages, write_folder
+from spinrec.pipeline import Pipeline
+from spinrec.training.synth import SynthConfig, WordImages, write_folder
 
 def _reference_distance(a: str, b: str) -> int:
     """Levenshtein distance by its recursive definition."""
@@ -73,7 +73,7 @@ def samples():
 
 
 def _build_benchmark_lmdb(path: Path, items: list[tuple[bytes, str]]) -> None:
-    """The benchmark layout written directly with lmdb (independent of spinrec.synth.write_lmdb)."""
+    """The benchmark layout written directly with lmdb (independent of spinrec.training.synth.write_lmdb)."""
     env = lmdb.open(str(path), map_size=1 << 24)
     with env.begin(write=True) as txn:
         txn.put(b"num-samples", str(len(items)).encode())
@@ -121,7 +121,7 @@ def test_command_reads_a_benchmark_lmdb(samples, tmp_path):
     result = report["datasets"][str(tmp_path / "bench")]
     assert result["samples"] == len(items) and result["failed_images"] == 1
     # The command's numbers equal a direct pass of the same images through the recognizer.
-    readings = Recognizer(weights.load(tmp_path / "w.safetensors")).recognize([data for data, _ in items[:-1]])
+    readings = Pipeline.open(tmp_path / "w.safetensors").recognize([data for data, _ in items[:-1]])
     metric = RecMetric()
     metric.update([r.text for r in readings] + [""], [label for _, label in items])
     assert result["correct"] == metric.result()["correct"]

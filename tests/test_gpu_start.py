@@ -17,8 +17,10 @@ import torch
 
 from builders import build_engine, gpu_start
 from builders.tensorrt_env import BuildError
-from spinrec import onnx_export, ort_spin_blend, weights
+from spinrec import weights
+from spinrec.export import onnx_export
 from spinrec.models import SPIN, SPINConfig
+from spinrec.runtime import ort_spin_blend
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(backbone_out_channels=64, neck_hidden_size=32, neck_out_channels=(32, 64), head_hidden_size=32)

@@ -89,12 +89,35 @@ def test_no_import_loops_within_the_package():
     assert not loops, "import loops:\n" + "\n".join(loops)
 
 
+#: The package's subpackages from the bottom up: each may import the top-level shared modules and the
+#: subpackages before it, never one after it (the runtime loads the kernels' library, training reads through
+#: evaluation's metric, export quantizes with training's images and gates with evaluation, serving builds
+#: repositories with export).
+LAYERS = ("kernels", "models", "runtime", "client", "evaluation", "training", "export", "serving")
+
+
+def test_each_subpackage_imports_only_downward():
+    subpackages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert subpackages == set(LAYERS), f"place every subpackage in LAYERS: {sorted(subpackages ^ set(LAYERS))}"
+    upward = []
+    for module, targets in package_graph().items():
+        parts = module.split(".")
+        if len(parts) < 3 and not (len(parts) == 2 and parts[1] in LAYERS):
+            continue  # a top-level shared module
+        rank = LAYERS.index(parts[1])
+        for target, line in targets:
+            layer = target.split(".")[1] if target.startswith("spinrec.") and target.count(".") >= 1 else None
+            if layer in LAYERS and LAYERS.index(layer) > rank:
+                upward.append(f"{module} line {line}: {target}")
+    assert not upward, "subpackages importing upward:\n" + "\n".join(upward)
+
+
 def test_the_graph_reader_sees_a_lazy_upward_import(tmp_path, monkeypatch):
     """The checks above are only as good as the reader: a function-level ``from builders import x`` and
     ``from . import y`` must both show up."""
     module = PACKAGE / "serving" / "launch.py"
     found = dict(imported_names(module))
-    assert "spinrec.repository" in found and "spinrec.contract" in found
+    assert "spinrec.export.repository" in found and "spinrec.contract" in found
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from builders import build_engine\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path)
@@ -109,15 +132,17 @@ import numpy as np
 from spinrec import contract
 from spinrec.charset import Charset
 from spinrec.preprocess import preprocess_batch
+from spinrec.decoder import HeadDecoder
+from spinrec.runtime import SERVED, open_encoder
 from spinrec.serving import launch, stages
 
 repo = Path(sys.argv[1])
 image = cv2.imencode(".png", np.full((32, 100, 3), 255, np.uint8))[1].tobytes()
 batch, _ = preprocess_batch([image, image])
-decoder = stages.HeadDecoder(repo / contract.CHECKPOINT, Charset.from_file(str(repo / contract.CHARSET)))
+decoder = HeadDecoder(repo / contract.CHECKPOINT, Charset.from_file(str(repo / contract.CHARSET)))
 texts = {}
-for runtime in stages.RUNTIMES:
-    encoder = stages.OnnxEncoder(repo / contract.ONNX, runtime=runtime)
+for runtime in SERVED:
+    encoder = open_encoder(runtime, repo / contract.ONNX, 1)
     texts[runtime] = [r.text for r in decoder(encoder(batch))]
 print(json.dumps({"texts": texts, "torch": "torch" in sys.modules}))
 """

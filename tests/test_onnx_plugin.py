@@ -12,10 +12,12 @@ import onnx
 import pytest
 import torch
 
-from spinrec import contract, onnx_export, ort_spin_blend
+from spinrec import contract
+from spinrec.export import onnx_export
 from spinrec.models import SPIN, SPINConfig
 from spinrec.models.gaspin import SPTransformerNetwork
-from spinrec.ort_spin_blend import EXPONENTS_TEXT, default_library, session, with_exponent_text
+from spinrec.runtime import ort_spin_blend
+from spinrec.runtime.ort_spin_blend import EXPONENTS_TEXT, default_library, session, with_exponent_text
 from test_plugin_kernel import random_inputs
 
 pytest.importorskip("onnxruntime_extensions", reason="onnxruntime-extensions runs the SpinBlend node on CPU")

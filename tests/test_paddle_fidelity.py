@@ -54,7 +54,7 @@ from perf.paddle_reference import ppocr_wheel  # noqa: E402
 from perf.paddle_reference.spin_paddle import SPINPaddle, cal_k, randomize_  # noqa: E402
 
 from spinrec import weights as W  # noqa: E402
-from spinrec.blend import power_exponents  # noqa: E402
+from spinrec.models.blend import power_exponents  # noqa: E402
 from spinrec.charset import SPIN_DICT, Charset  # noqa: E402
 from spinrec.decoding import decode  # noqa: E402
 from spinrec.preprocess import preprocess  # noqa: E402
@@ -703,9 +703,10 @@ def test_served_encoder_gives_paddleocr_readings(served, runtime):
     decoder of the built repository: features within 3x PaddleOCR's own float32 noise (1-ulp nudges to
     1 % of the pixels) of PaddleOCR's neck output, and PaddleOCR's decoded strings in both modes."""
     from spinrec.contract import CHECKPOINT, ONNX
-    from spinrec.serving.stages import HeadDecoder, OnnxEncoder
+    from spinrec.decoder import HeadDecoder
+    from spinrec.runtime import open_encoder
 
-    features = OnnxEncoder(served["repository"] / ONNX, runtime=runtime)(served["x"])
+    features = open_encoder(runtime, served["repository"] / ONNX, 1)(served["x"])
     err, floor = rel(features, served["sequence"]), served["floor"]
     print(f"{runtime} features vs PaddleOCR {err:.2e}; PaddleOCR vs itself with 1-ulp nudges {floor:.2e}")
     assert err <= max(TOL, 3 * floor)

@@ -71,7 +71,7 @@ def test_tensor_input_data_is_raw_little_endian():
 
 def test_rendered_samples_are_png_and_jpeg_the_preprocessor_reads():
     from spinrec.preprocess import preprocess_batch
-    from spinrec.synth import SynthError
+    from spinrec.training.synth import SynthError
 
     try:
         samples = data.render_samples(6, seed=3, progress=False)

@@ -6,10 +6,10 @@ import json
 import pytest
 
 from perf import numerics
-from spinrec.evaluate import read_dataset
-from spinrec.metrics import RecMetric
-from spinrec.recognizer import Recognizer
-from spinrec.synth import SynthConfig, WordImages, write_folder
+from spinrec.evaluation.evaluate import read_dataset
+from spinrec.evaluation.metrics import RecMetric
+from spinrec.pipeline import Pipeline
+from spinrec.training.synth import SynthConfig, WordImages, write_folder
 
 from conftest import DEFAULT_WEIGHTS
 
@@ -25,7 +25,7 @@ def test_numerics_on_a_labelled_set_reports_texts_and_accuracy(tmp_path):
     # fp32 ONNX Runtime features read what the PyTorch model reads, so the accuracies agree exactly.
     dataset = read_dataset(tmp_path / "set")
     metric = RecMetric()
-    metric.update([r.text for r in Recognizer.from_checkpoint(DEFAULT_WEIGHTS).recognize([s.image for s in dataset])], [s.label for s in dataset])
+    metric.update([r.text for r in Pipeline.open(DEFAULT_WEIGHTS).recognize([s.image for s in dataset])], [s.label for s in dataset])
     assert record["fp32_word_accuracy"] == pytest.approx(metric.result()["acc"])
     f32 = record["candidates"]["openvino_f32"]
     assert f32["texts_identical"] == f32["texts_total"] == 16 and f32["word_accuracy"] == record["fp32_word_accuracy"]

@@ -25,7 +25,7 @@ from builders.build_plugin import find_nvinfer, find_tensorrt_headers
 from spinrec import kernels
 from spinrec.contract import KERNEL_DIR
 from spinrec.kernels import KernelBuildError, nvcc_path
-from spinrec.ort_spin_blend import BlendLibrary
+from spinrec.runtime.ort_spin_blend import BlendLibrary
 from builders import tensorrt_env
 from test_engine_build import plugin_library  # noqa: F401  (session fixture shared with the engine tests)
 from test_plugin_kernel import GPU_ARCHS, SPIN, TOL, random_inputs, torch_blend

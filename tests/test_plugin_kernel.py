@@ -1,7 +1,7 @@
 """The SpinBlend kernel library, built by CMake (spinrec/kernels/spinBlendPlugin, target ``spin_blend``) as
-:func:`spinrec.ort_spin_blend.default_library` builds it: the cached build, nvcc's cubins for every target GPU,
+:func:`spinrec.runtime.ort_spin_blend.default_library` builds it: the cached build, nvcc's cubins for every target GPU,
 the host-compiler build, and the CPU reference (the kernel's own per-pixel functions) against the PyTorch op
-``spinrec.blend.spin_blend``. On a CUDA machine the kernel itself is compared with the PyTorch op as well.
+``spinrec.models.blend.spin_blend``. On a CUDA machine the kernel itself is compared with the PyTorch op as well.
 
 Tolerances: 1e-5 absolute on float32 outputs in (-1, 1) (float32 rounding of 13 powf, the reduction and the
 sigmoid stays below 5e-6); float16 outputs get one half-precision rounding step more (2^-11 on (-1, 1)).
@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from spinrec import kernels
-from spinrec.blend import power_exponents, spin_blend
 from spinrec.kernels import KernelBuildError
-from spinrec.ort_spin_blend import LIBRARY_ENV, BlendLibrary, BlendLibraryError, build_library, default_library
+from spinrec.models.blend import power_exponents, spin_blend
+from spinrec.runtime.ort_spin_blend import LIBRARY_ENV, BlendLibrary, BlendLibraryError, build_library, default_library
 
 TOL = 1e-5
 TOL_FP16_OUT = TOL + 2.0**-11

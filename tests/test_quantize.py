@@ -1,4 +1,4 @@
-"""INT8 encoders (spinrec.quantize), the served encoder's precision setting and its fallback, and the
+"""INT8 encoders (spinrec.export.quantize), the served encoder's precision setting and its fallback, and the
 accuracy gate. The quantized graphs are checked against the float32 graph they came from (the reference):
 what stays float32, what is int8, and how far the features move."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from conftest import WORDS, _stop, start_triton
 from spinrec.contract import INT8_FILES, ONNX
-from spinrec.serving.stages import OnnxEncoder, effective_precision
+from spinrec.runtime import effective_precision, open_encoder
 
 
 
@@ -34,7 +34,7 @@ def test_int8_without_artifact_falls_back_to_fp32_with_a_warning(built_repositor
     (tmp_path / "model.onnx").symlink_to(built_repository / ONNX)
     for runtime in ("openvino", "onnxruntime"):
         with pytest.warns(UserWarning, match="--no-int8"):
-            encoder = OnnxEncoder(tmp_path / "model.onnx", runtime=runtime, precision="int8")
+            encoder = open_encoder(runtime, tmp_path / "model.onnx", 1, "int8")
         assert (encoder.requested, encoder.precision) == ("int8", "fp32")
 
 
@@ -103,8 +103,8 @@ def test_int8_features_close_to_fp32(int8_repository, images, runtime, bound):
     a bounded amount (measured: NNCF 0.18, ONNX Runtime's min-max QDQ 0.47-0.51 relative L2, whatever its
     activation type or range reduction; bf16 0.08), while the float runtimes agree to 1e-5."""
     onnx_path = int8_repository / ONNX
-    fp32 = OnnxEncoder(onnx_path, 2, runtime, "fp32")(images)
-    encoder = OnnxEncoder(onnx_path, 2, runtime, "int8")
+    fp32 = open_encoder(runtime, onnx_path, 2, "fp32")(images)
+    encoder = open_encoder(runtime, onnx_path, 2, "int8")
     assert encoder.precision == "int8" and encoder.requested == "int8"
     int8 = encoder(images)
     assert int8.shape == fp32.shape and int8.dtype == np.float32 and np.isfinite(int8).all()
@@ -115,7 +115,7 @@ def test_int8_features_close_to_fp32(int8_repository, images, runtime, bound):
 def test_gate_table(checkpoint, tmp_path, word_images):
     """The gate on a tiny labelled set: fp32 against itself is identical and passes; the table lists every
     candidate run, with the precision it ran at."""
-    from spinrec.quantize import gate, markdown
+    from spinrec.export.quantize import gate, markdown
 
     for i, data in enumerate(word_images):
         (tmp_path / f"{i}.png").write_bytes(data)
@@ -154,14 +154,14 @@ def test_precisions_interleaved_run_and_int8_variant(int8_repository, tmp_path):
 
     variant = build_variant(int8_repository, tmp_path / "v", encoder_precision="int8")
     assert 'key: "precision" value: { string_value: "int8" }' in (variant / "spin_encoder" / "configs" / "cpu.pbtxt").read_text()
-    assert OnnxEncoder(variant / ONNX, 1, "openvino", "int8")(np.zeros((1, 1, 32, 100), np.float32)).shape[0] == 1
+    assert open_encoder("openvino", variant / ONNX, 1, "int8")(np.zeros((1, 1, 32, 100), np.float32)).shape[0] == 1
 
 
 def test_the_default_build_serves_int8_through_triton(int8_repository, word_images, tmp_path):
     """The shipped CPU config serves int8: tritonserver on a default build says so, and spin_ocr reads what
     the same INT8 graph reads in process on the same batch."""
-    from perf.baselines import InProcessPipeline
     from spinrec.client import OcrClient
+    from spinrec.pipeline import Pipeline
 
     server = start_triton(int8_repository, tmp_path / "server.log")
     try:
@@ -170,4 +170,4 @@ def test_the_default_build_serves_int8_through_triton(int8_repository, word_imag
         served = OcrClient(server.grpc_url, "grpc", batch_size=len(word_images)).recognize(list(zip(WORDS, word_images)))
     finally:
         _stop(server.process)
-    assert [r.text for r in served] == InProcessPipeline(int8_repository, 2, "openvino", precision="int8")(word_images)
+    assert [r.text for r in served] == Pipeline.from_repository(int8_repository, "openvino", threads=2, precision="int8").texts(word_images)

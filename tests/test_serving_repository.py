@@ -16,7 +16,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from spinrec import repository as build_repository
+from spinrec.export import repository as build_repository
 from conftest import REPO_ROOT
 from spinrec.serving import launch
 
@@ -211,7 +211,7 @@ def test_launcher_builds_a_missing_repository(tmp_path, checkpoint):
 
 def test_export_check_rule():
     """The export is judged by tokens and by a feature tolerance of max(floor, factor x float32 noise)."""
-    from spinrec.onnx_export import EncoderCheck
+    from spinrec.export.onnx_export import EncoderCheck
 
     # a float32-sensitive checkpoint (PaddleOCR's TPS grid): 2.5e-4 is within 3x its own noise of 1e-4
     assert EncoderCheck(error=2.5e-4, noise=1e-4, compared=12).ok
@@ -232,7 +232,7 @@ def test_export_check_accepts_a_faithful_export_and_refuses_another_model(tmp_pa
     import torch
 
     from spinrec.models import SPIN, SPINConfig
-    from spinrec.onnx_export import check_encoder, export_encoder
+    from spinrec.export.onnx_export import check_encoder, export_encoder
 
     torch.manual_seed(3)
     model = SPIN(SPINConfig(backbone_out_channels=64, neck_hidden_size=32, neck_out_channels=(32, 64), head_hidden_size=32)).eval()

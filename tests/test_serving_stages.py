@@ -11,15 +11,17 @@ from spinrec.contract import CHARSET, CHECKPOINT, ONNX
 from spinrec.charset import Charset
 from spinrec.decoding import Reading
 from spinrec.preprocess import preprocess_batch
-from spinrec.recognizer import Recognizer
-from spinrec.serving.stages import RUNTIMES, HeadDecoder, OnnxEncoder, pack_readings
+from spinrec.decoder import HeadDecoder
+from spinrec.pipeline import Pipeline
+from spinrec.runtime import SERVED, open_encoder
+from spinrec.serving.stages import pack_readings
 
 CONF_TOL = 1e-4
 
 
-@pytest.fixture(scope="module", params=RUNTIMES)
+@pytest.fixture(scope="module", params=SERVED)
 def encoder(request, built_repository):
-    return OnnxEncoder(built_repository / ONNX, threads=1, runtime=request.param)
+    return open_encoder(request.param, built_repository / ONNX, threads=1)
 
 
 @pytest.mark.parametrize("stop_at_eos", [True, False])
@@ -29,7 +31,7 @@ def test_stages_match_pytorch_reference(built_repository, encoder, reference, wo
     charset = Charset.from_file(str(built_repository / CHARSET))
     decoder = HeadDecoder(built_repository / CHECKPOINT, charset, stop_at_eos)
     got = decoder(encoder(batch))
-    want = Recognizer(reference.model, stop_at_eos=stop_at_eos).recognize(word_images)
+    want = Pipeline.open(reference.encoder.model, stop_at_eos=stop_at_eos).recognize(word_images)
     assert [r.text for r in got] == [r.text for r in want]
     np.testing.assert_allclose([r.confidence for r in got], [r.confidence for r in want], rtol=0, atol=CONF_TOL)
 
@@ -68,7 +70,7 @@ def test_gpu_decoder_matches_numpy_on_dlpack_features(built_repository, word_ima
     import torch
 
     batch, _ = preprocess_batch(word_images)
-    features = OnnxEncoder(built_repository / ONNX)(batch)
+    features = open_encoder("onnxruntime", built_repository / ONNX, 1)(batch)
     on_gpu = torch.from_numpy(features).cuda()  # a device tensor from another framework, like TensorRT's output
     gpu = HeadDecoder(built_repository / CHECKPOINT, device="gpu")
     got = gpu(cupy.from_dlpack(on_gpu))
@@ -109,12 +111,37 @@ def test_pack_readings_pads_char_probs_with_zeros():
 
 def test_bf16_encoder_is_an_explicit_openvino_option(built_repository, word_images):
     batch, _ = preprocess_batch(word_images)
-    fp32 = OnnxEncoder(built_repository / ONNX, runtime="openvino")(batch)
-    bf16 = OnnxEncoder(built_repository / ONNX, runtime="openvino", precision="bf16")(batch)
+    fp32 = open_encoder("openvino", built_repository / ONNX, 1)(batch)
+    bf16 = open_encoder("openvino", built_repository / ONNX, 1, "bf16")(batch)
     assert bf16.shape == fp32.shape and bf16.dtype == np.float32
     # bf16 keeps 8 significant bits: features move by about a percent, not more (perf/README.md).
     assert np.linalg.norm(bf16 - fp32) <= 0.2 * np.linalg.norm(fp32)
     with pytest.raises(ValueError, match="needs runtime openvino"):
-        OnnxEncoder(built_repository / ONNX, runtime="onnxruntime", precision="bf16")
+        open_encoder("onnxruntime", built_repository / ONNX, 1, "bf16")
     with pytest.raises(ValueError, match="encoder precision 'fp16'"):
-        OnnxEncoder(built_repository / ONNX, runtime="openvino", precision="fp16")
+        open_encoder("openvino", built_repository / ONNX, 1, "fp16")
+
+
+@pytest.mark.parametrize("runtime", SERVED)
+def test_pipeline_on_a_served_runtime_reads_as_the_pytorch_pipeline(built_repository, reference, word_images, bad_images, runtime):
+    """One Pipeline class, two runtimes: the repository's graph + NumPy decoder read what PyTorch reads, and a
+    bad image in the middle comes back as its own error without disturbing the others."""
+    images = word_images[:3] + [next(iter(bad_images.values()))] + word_images[3:]
+    got = Pipeline.from_repository(built_repository, runtime, threads=1, batch_size=4).recognize(images)
+    want = reference.recognize(images)
+    assert [type(r).__name__ for r in got] == [type(r).__name__ for r in want]
+    assert isinstance(got[3], Exception) and str(got[3]) == str(want[3])
+    assert [r.text for r in got if not isinstance(r, Exception)] == [r.text for r in want if not isinstance(r, Exception)]
+
+
+def test_open_encoder_refuses_what_it_cannot_run(built_repository, tmp_path):
+    with pytest.raises(ValueError, match="encoder runtime 'tpu': expected one of torch, onnxruntime, openvino, tensorrt"):
+        open_encoder("tpu", built_repository / ONNX)
+    with pytest.raises(ValueError, match="runs fp32, bf16"):
+        open_encoder("torch", built_repository / CHECKPOINT, precision="int8")
+    with pytest.raises(ValueError, match="eager bf16 encoder only"):
+        open_encoder("torch", built_repository / CHECKPOINT, autocast_transform=False)
+    with pytest.raises(ValueError, match="pass artifact="):
+        Pipeline.open(built_repository / CHECKPOINT, "onnxruntime")
+    with pytest.raises(FileNotFoundError, match="model repository not built"):
+        Pipeline.from_repository(tmp_path, "openvino")

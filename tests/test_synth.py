@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import ImageFont
 
-from spinrec import scene, synth
+from spinrec.training import scene, synth
 from spinrec.charset import SPIN_DICT, Charset
-from spinrec.scene import SceneMix
-from spinrec.synth import SynthConfig, WordImages, discover_fonts, family_is_heldout, read_words
+from spinrec.training.scene import SceneMix
+from spinrec.training.synth import SynthConfig, WordImages, discover_fonts, family_is_heldout, read_words
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from spinrec import weights
-from spinrec.loss import spin_attention_loss
+from spinrec.training.loss import spin_attention_loss
 from spinrec.models.spin import SPIN, SPINConfig
-from spinrec.synth import SynthConfig
-from spinrec.train import CardReports, RunConfig, TrainConfig, Trainer, export, learning_rate, parameter_groups
+from spinrec.training.synth import SynthConfig
+from spinrec.training.train import CardReports, RunConfig, TrainConfig, Trainer, export, learning_rate, parameter_groups
 
 TINY = SPINConfig(backbone_out_channels=32, neck_hidden_size=32, neck_out_channels=(32, 512), head_hidden_size=32)
 
@@ -154,7 +154,7 @@ def test_export_writes_a_checkpoint_that_loads_with_the_run_weights(tmp_path):
     for name, report in reports.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(report))
     cv2.imwrite(str(tmp_path / "real_misses.png"), np.zeros((4, 4, 3), np.uint8))
-    gate = Path(__file__).resolve().parents[1] / "reports" / "precision_gate_default.json"  # a real gate record
+    gate = Path(__file__).resolve().parents[1] / "reports" / "precision_gate_default.md"  # a real gate report
     card_reports = CardReports([tmp_path / "eval.json"], tmp_path / "real.json", tmp_path / "previous.json", gate)
     meta = export(tmp_path / "run", tmp_path / "w.safetensors", half=True, reports=card_reports)
     assert meta["step"] == "2"
@@ -213,7 +213,7 @@ def test_a_run_can_start_from_a_checkpoint(tmp_path):
     tuned.run(progress=False)
     export(tmp_path / "tuned", tmp_path / "tuned_out" / "w.safetensors")
     card = (tmp_path / "tuned_out" / "README.md").read_text()
-    assert f"Started from `{tmp_path / 'base_out' / 'w.safetensors'}` as it was when this run began (spinrec.train synthetic-data run base, step 2" in card
+    assert f"Started from `{tmp_path / 'base_out' / 'w.safetensors'}` as it was when this run began (spinrec.training.train synthetic-data run base, step 2" in card
     weights.save(SPIN(dataclasses.replace(TINY, head_hidden_size=16)), tmp_path / "other.safetensors")
     with pytest.raises(weights.CheckpointError, match="init checkpoint"):
         Trainer(_run_config(init=str(tmp_path / "other.safetensors")), tmp_path / "bad")
@@ -240,7 +240,7 @@ def test_training_on_cuda_matches_cpu_and_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_a_narrower_checkpoint_is_widened_and_replay_adds_an_earlier_batch(tmp_path):
-    """``init`` with a narrower backbone starts from the same function (spinrec.widen); ``replay`` appends one
+    """``init`` with a narrower backbone starts from the same function (spinrec.training.widen); ``replay`` appends one
     of the buffered earlier batches from the second step on; the card says both."""
     narrow = SPIN(dataclasses.replace(TINY, backbone_out_channels=16)).eval()
     weights.save(narrow, tmp_path / "narrow.safetensors")

@@ -34,13 +34,16 @@ import json, sys
 sys.modules["torch"] = None  # any import of torch now fails
 from pathlib import Path
 import spinrec
-from spinrec import contract, repository
+from spinrec import contract
+from spinrec.export import repository
 from spinrec.client import OcrClient
+from spinrec.decoder import HeadDecoder
+from spinrec.runtime import open_encoder
 from spinrec.serving import launch, stages
 from spinrec.preprocess import preprocess_batch
 repo = Path(sys.argv[1])
 batch, _ = preprocess_batch([Path(p).read_bytes() for p in sys.argv[2:]])
-texts = [r.text for r in stages.HeadDecoder(repo / contract.CHECKPOINT)(stages.OnnxEncoder(repo / contract.ONNX, runtime="openvino")(batch))]
+texts = [r.text for r in HeadDecoder(repo / contract.CHECKPOINT)(open_encoder("openvino", repo / contract.ONNX, 1)(batch))]
 print(json.dumps({"package": spinrec.__file__, "weights": str(repository.DEFAULT_WEIGHTS),
                   "weights_present": repository.DEFAULT_WEIGHTS.is_file(), "source": str(repository.SOURCE),
                   "kernels": sorted(p.name for p in contract.KERNEL_DIR.iterdir()), "texts": texts}))

@@ -10,7 +10,7 @@ import torch
 from conftest import DEFAULT_WEIGHTS
 from spinrec.models.spin import SPIN, SPINConfig
 from spinrec.models.tps import fiducials
-from spinrec.widen import grow_state, widen_state, widening_factor
+from spinrec.training.widen import grow_state, widen_state, widening_factor
 
 SMALL = SPINConfig(backbone_out_channels=32, neck_hidden_size=32, neck_out_channels=(32, 512), head_hidden_size=32, stn=False)
 
@@ -100,14 +100,14 @@ def test_trained_model_grown_with_both_branches_reads_the_same_words():
     reads rendered words as before: the identity warp moves pixels by under half a pixel and the gate blends
     in 0.7 % of the offset map."""
     from spinrec import weights
-    from spinrec.recognizer import Recognizer
-    from spinrec.synth import WordImages
+    from spinrec.pipeline import Pipeline
+    from spinrec.training.synth import WordImages
 
     small = _without_branches(weights.load(DEFAULT_WEIGHTS))
     config = dataclasses.replace(small.config, stn=True, offsets=True)
     large = SPIN(config).eval()
     large.load_state_dict(grow_state(small.state_dict(), small.config, config, large.state_dict()))
     images = [WordImages().clean_sample(5, i)[0] for i in range(24)]
-    before = [r.text for r in Recognizer(small).recognize(images)]
-    after = [r.text for r in Recognizer(large).recognize(images)]
+    before = [r.text for r in Pipeline.open(small).recognize(images)]
+    after = [r.text for r in Pipeline.open(large).recognize(images)]
     assert sum(a == b for a, b in zip(before, after)) >= 22, list(zip(before, after))

@@ -256,10 +256,10 @@ class ServerReadError(RuntimeError):
 
 
 def evaluation_backend(url: str | None = None, protocol: str = "grpc", batch_size: int | str = 16, concurrency: int | str = 4):
-    """A :data:`spinrec.evaluate.Backend` that reads through the server: encoded images -> one
+    """A :data:`spinrec.evaluation.evaluate.Backend` that reads through the server: encoded images -> one
     :class:`~spinrec.decoding.Reading` or :class:`ServerReadError` each, in order.
 
-    For ``python -m spinrec.evaluate DATASET --server URL`` (arguments may come as strings from the command line).
+    For ``python -m spinrec.evaluation.evaluate DATASET --server URL`` (arguments may come as strings from the command line).
     """
     from spinrec.decoding import Reading
 

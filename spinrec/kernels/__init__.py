@@ -1,7 +1,7 @@
 """The SpinBlend kernel and TensorRT plugin sources (``spinBlendPlugin/``) and their one build, CMake.
 
 ``spinBlendPlugin/CMakeLists.txt`` has two targets: ``spin_blend`` (``libspin_blend.so``: the CPU reference,
-plus the CUDA kernel when CUDA is enabled; :mod:`spinrec.ort_spin_blend` loads it for ONNX Runtime) and
+plus the CUDA kernel when CUDA is enabled; :mod:`spinrec.runtime.ort_spin_blend` loads it for ONNX Runtime) and
 ``spin_plugin`` (``libspin_plugin.so``, the TensorRT plugin; ``builders/build_plugin.py``). :func:`cmake_build`
 is how both are built from Python.
 """

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spinrec.blend import power_exponents, spin_blend
+from spinrec.models.blend import power_exponents, spin_blend
 from spinrec.models.tps import TPSGridGenerator, fiducials
 
 

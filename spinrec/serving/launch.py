@@ -8,7 +8,7 @@ in a temporary folder. The stub embeds the system ``libpython3.X`` in isolated m
 ``PYTHONPATH`` and finds its packages as the ``python3`` first on ``PATH`` would (through that
 interpreter's ``pyvenv.cfg``), so the launcher puts this interpreter's directory first on ``PATH``.
 
-The repository is built first (:mod:`spinrec.repository`) when its artifacts are missing or were
+The repository is built first (:mod:`spinrec.export.repository`) when its artifacts are missing or were
 built from other weights than the ones asked for (``--max-error`` and ``--noise-factor`` go to the
 builder). Unknown options pass through to ``tritonserver``
 (e.g. ``--log-verbose=1`` or ``-- --exit-timeout-secs=5``). The launcher stays in the foreground,
@@ -30,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from spinrec import repository
+from spinrec.export import repository
 from spinrec.contract import CPU_CONFIG, PLAN
 
 DEFAULT_REPOSITORY = repository.DEFAULT_OUTPUT
@@ -159,7 +159,7 @@ def ensure_built(output: Path, weights: Path | None, rebuild: bool, options: lis
         raise LaunchError(str(e)) from None
     if reason is not None:
         print(f"launch: building {output} ({reason})", file=sys.stderr, flush=True)
-        cmd = [sys.executable, "-m", "spinrec.repository", "--output", str(output)]
+        cmd = [sys.executable, "-m", "spinrec.export.repository", "--output", str(output)]
         if weights is not None:
             cmd += ["--weights", str(weights)]
         cmd += options or []
@@ -233,7 +233,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the repository even if it looks current")
     parser.add_argument("--no-build", action="store_true", help="serve the repository as it is")
     for option, help_text in (
-        ("--max-error", "builder: ONNX-vs-PyTorch feature error always accepted (python -m spinrec.repository --help)"),
+        ("--max-error", "builder: ONNX-vs-PyTorch feature error always accepted (python -m spinrec.export.repository --help)"),
         ("--noise-factor", "builder: multiple of PyTorch's own float32 feature noise also accepted"),
     ):
         parser.add_argument(option, type=float, help=help_text)

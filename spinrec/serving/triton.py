@@ -122,18 +122,18 @@ class EncoderModel(_StageModel):
     ``runtime`` and ``precision``; the CPU stand-in for the TensorRT engine, same inputs and outputs)."""
 
     def setup(self) -> None:
-        from spinrec.serving.stages import OnnxEncoder
+        from spinrec.runtime import SERVED, open_encoder
 
         runtime = self.params.get("runtime", "onnxruntime")
         try:
-            self.encoder = OnnxEncoder(
-                self.artifact("onnx_file", "model.onnx"), self.int_param("threads", 1), runtime, self.params.get("precision", "fp32")
-            )
+            if runtime not in SERVED:  # the others need PyTorch or a GPU: not in this CPU stand-in
+                raise ValueError(f"encoder runtime {runtime!r}: expected one of {', '.join(SERVED)}")
+            self.encoder = open_encoder(runtime, self.artifact("onnx_file", "model.onnx"), self.int_param("threads", 1), self.params.get("precision", "fp32"))
         except ValueError as e:
             raise pb_utils.TritonModelException(f"{self.name}: {e}") from None
         # Which runtime and precision serve is the first thing to know about a CPU server's speed and texts.
         asked = "" if self.encoder.requested == self.encoder.precision else f" ({self.encoder.requested} configured, see the warning)"
-        pb_utils.Logger.log_info(f"{self.name}: encoder on {self.encoder.runtime}, precision {self.encoder.precision}{asked}")
+        pb_utils.Logger.log_info(f"{self.name}: encoder on {self.encoder.name}, precision {self.encoder.precision}{asked}")
 
     def execute(self, requests):
         images, rows = self.gather(requests, ENCODER_INPUT)
@@ -155,7 +155,7 @@ class DecoderModel(_StageModel):
 
     def setup(self) -> None:
         from spinrec.charset import Charset
-        from spinrec.serving.stages import HeadDecoder
+        from spinrec.decoder import HeadDecoder
 
         stop = self.params.get("stop_at_eos", "true").strip().lower()
         if stop not in ("true", "false"):
@@ -164,7 +164,7 @@ class DecoderModel(_StageModel):
         charset = Charset.from_file(str(self.artifact("charset_file", "charset.txt")))
         try:
             if self.device == "gpu":
-                from spinrec.serving.stages import cupy_module
+                from spinrec.decoder import cupy_module
 
                 cupy_module().cuda.Device(int(self.args.get("model_instance_device_id", 0))).use()
             self.decoder = HeadDecoder(self.artifact("weights_file", "model.safetensors"), charset, stop == "true", self.device)

@@ -2,7 +2,7 @@
  * SpinBlend: the SPIN intensity transform (offset upsampling, gated blend, power curves, instance norm,
  * sigmoid) as one op. The per-pixel math below is shared by the CUDA kernel (spinBlendKernel.cu) and the
  * CPU reference (spinBlendReference.cpp), so the reference that the tests compare with PyTorch is the same
- * code the GPU runs. The contract is in README.md and in spinrec/blend.py.
+ * code the GPU runs. The contract is in README.md and in spinrec/models/blend.py.
  */
 #ifndef SPIN_BLEND_KERNEL_CUH
 #define SPIN_BLEND_KERNEL_CUH

@@ -12,15 +12,15 @@ textured background with a foreground color of controlled contrast, then blurs, 
 resolution and JPEG-compresses.
 
 Two styles (``SynthConfig.style``): ``plain`` is the renderer above, bit for bit as before issue 13;
-``scene`` (the default) sends most samples through :mod:`spinrec.scene` instead (outlines, shadows, 3D and
+``scene`` (the default) sends most samples through :mod:`spinrec.training.scene` instead (outlines, shadows, 3D and
 embossed text, arcs and waves, strong rotation, neighbouring glyphs clipped by the crop, cluttered procedural
 backgrounds, uneven light, defocus, low resolution) and mixes in script fonts, with every share in
-``SynthConfig.mix`` (:class:`spinrec.scene.SceneMix`).
+``SynthConfig.mix`` (:class:`spinrec.training.scene.SceneMix`).
 
 Labels are the rendered text; the training label is ``Charset.encode(text)`` (PaddleOCR's SPINLabelEncode:
 lowercased, symbols outside the dictionary dropped, too-long or empty samples skipped).
 
-Command: ``python -m spinrec.synth OUT --count N --seed S --split heldout [--lmdb]`` writes ``OUT/images/``,
+Command: ``python -m spinrec.training.synth OUT --count N --seed S --split heldout [--lmdb]`` writes ``OUT/images/``,
 ``OUT/labels.txt`` (``path<TAB>text``, PaddleOCR's format) and optionally ``OUT/lmdb`` (benchmark format);
 ``--style plain`` renders the pre-scene stream.
 """
@@ -41,7 +41,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from spinrec.charset import Charset
 from spinrec.preprocess import load as load_gray, normalize
-from spinrec.scene import SceneMix, luminance, motion_kernel, scene_image
+from spinrec.training.scene import SceneMix, luminance, motion_kernel, scene_image
 
 FONT_DIRS = ("/usr/share/fonts",)
 WORD_LIST = "/usr/share/dict/words"
@@ -443,7 +443,7 @@ class WordImages:
 
     def _scene(self, text: str, font: Font, rng: np.random.Generator) -> np.ndarray:
         """``text`` laid out (with neighbouring glyphs in ``mix.neighbours``) and photographed by
-        :func:`spinrec.scene.scene_image`."""
+        :func:`spinrec.training.scene.scene_image`."""
         size = int(rng.integers(22, 56))
         face = _truetype(font.path, size)
         target, _ = _text_mask(text, face, rng)
@@ -538,7 +538,7 @@ def write_lmdb(path: str | Path, samples: list[tuple[bytes, str]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spinrec.synth", description="render a synthetic word-image set")
+    parser = argparse.ArgumentParser(prog="python -m spinrec.training.synth", description="render a synthetic word-image set")
     parser.add_argument("out", help="output folder (images/, labels.txt)")
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1_000_003, help="stream seed (training uses small seeds)")

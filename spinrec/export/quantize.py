@@ -13,15 +13,15 @@ Calibration images come from the synthetic generator's *training* split with a f
 sensitive stay in float32 (:data:`KEEP_FLOAT`: the GA-SPIN transform with its power curves, instance norm
 and TPS grid sample, and the BiLSTM neck); only the ResNet backbone's convolutions are quantized.
 
-The gate (``python -m spinrec.quantize gate --weights W``) reads the held-out synthetic words and the
-real development crops through every candidate with :func:`spinrec.evaluate.evaluate` and passes a
+The gate (``python -m spinrec.export.quantize gate --weights W``) reads the held-out synthetic words and the
+real development crops through every candidate with :func:`spinrec.evaluation.evaluate.evaluate` and passes a
 candidate when its word accuracy on *each* set is within :data:`GATE_POINTS` of fp32's; it also reports
 the share of texts identical to fp32's and writes a markdown table (``OUT.md``) and everything
 (``OUT.json``, with per-image readings).
 
-Each candidate is also a backend of :mod:`spinrec.evaluate`::
+Each candidate is also a backend of :mod:`spinrec.evaluation.evaluate`::
 
-    python -m spinrec.evaluate DATASET --backend spinrec.quantize:backend \\
+    python -m spinrec.evaluation.evaluate DATASET --backend spinrec.export.quantize:backend \\
         --backend-option weights=W --backend-option candidate=int8
 """
 
@@ -58,7 +58,7 @@ def calibration_images(count: int = CALIBRATION_COUNT, seed: int = CALIBRATION_S
     from tqdm import tqdm
 
     from spinrec.preprocess import preprocess_batch
-    from spinrec.synth import SynthConfig, WordImages
+    from spinrec.training.synth import SynthConfig, WordImages
 
     source = WordImages(SynthConfig(split="train"))
     images = [source.sample(seed, i)[0] for i in tqdm(range(count), desc="calibration images", unit="img", leave=False)]
@@ -80,7 +80,7 @@ def quantize_openvino(onnx_path: str | Path, out_xml: str | Path, images: np.nda
     import nncf
     import openvino as ov
 
-    from spinrec.onnx_export import INPUT_NAME
+    from spinrec.export.onnx_export import INPUT_NAME
 
     model = ov.Core().read_model(str(onnx_path))
     patterns = [f"^{p}.*" for p in keep]
@@ -106,7 +106,7 @@ def quantize_onnxruntime(onnx_path: str | Path, out_onnx: str | Path, images: np
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from spinrec.onnx_export import INPUT_NAME
+    from spinrec.export.onnx_export import INPUT_NAME
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -173,7 +173,7 @@ def prepare(weights: str | Path, work: str | Path, images: np.ndarray | None = N
     import torch
 
     from spinrec import weights as spin_weights
-    from spinrec.onnx_export import export_encoder
+    from spinrec.export.onnx_export import export_encoder
 
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -196,31 +196,21 @@ def prepare(weights: str | Path, work: str | Path, images: np.ndarray | None = N
 
 
 def backend(weights: str, candidate: str = "int8", work: str | None = None, threads: str | int = 2):
-    """A :data:`spinrec.evaluate.Backend` reading through one candidate's served stages (preprocess ->
-    :class:`~spinrec.serving.stages.OnnxEncoder` -> :class:`~spinrec.serving.stages.HeadDecoder`).
+    """A :data:`spinrec.evaluation.evaluate.Backend` reading through one candidate's served stages
+    (:class:`spinrec.pipeline.Pipeline` on its runtime and precision, the NumPy decoder).
     Exports and quantizes into ``work`` (a temporary folder if not given)."""
     chosen = [c for c in CANDIDATES if c.name == candidate]
     if not chosen:
         raise ValueError(f"unknown candidate {candidate!r}: choose from {', '.join(c.name for c in CANDIDATES)}")
     work = Path(work or tempfile.mkdtemp(prefix="spin-quantize-"))
     prepare(weights, work, candidates=chosen)
-    return _reader(weights, work, chosen[0], int(threads))
+    return _pipeline(weights, work, chosen[0], int(threads)).recognize
 
 
-def _reader(weights: str | Path, work: Path, candidate: Candidate, threads: int):
-    from spinrec.preprocess import preprocess_batch
-    from spinrec.serving.stages import HeadDecoder, OnnxEncoder
+def _pipeline(weights: str | Path, work: Path, candidate: Candidate, threads: int, batch_size: int = 64):
+    from spinrec.pipeline import Pipeline
 
-    encoder = OnnxEncoder(work / candidate.onnx, threads, candidate.runtime, candidate.precision)
-    decoder = HeadDecoder(weights)
-
-    def read(images: list[bytes]):
-        batch, errors = preprocess_batch(images)
-        readings = decoder(encoder(batch))
-        return [e if e is not None else r for r, e in zip(readings, errors)]
-
-    read.encoder = encoder  # type: ignore[attr-defined]  # the gate reports the precision actually run
-    return read
+    return Pipeline.open(weights, candidate.runtime, work / candidate.onnx, threads, candidate.precision, batch_size=batch_size)
 
 
 def identical_share(a: dict, b: dict) -> float:
@@ -232,8 +222,8 @@ def identical_share(a: dict, b: dict) -> float:
 def gate(weights: str | Path, datasets: Sequence[str | Path], work: str | Path, limit: int | None = None,
          threads: int = 2, names: Sequence[str] | None = None, batch_size: int = 64, calibration: int = CALIBRATION_COUNT) -> dict:
     """Every candidate over every dataset; the verdict per candidate (see the module doc)."""
-    from spinrec.evaluate import evaluate, read_dataset
-    from spinrec.serving.stages import cpu_capabilities
+    from spinrec.evaluation.evaluate import evaluate, read_dataset
+    from spinrec.runtime.openvino_encoder import cpu_capabilities
 
     unknown = set(names or ()) - {c.name for c in CANDIDATES}
     if unknown:
@@ -247,14 +237,14 @@ def gate(weights: str | Path, datasets: Sequence[str | Path], work: str | Path, 
     prepare(weights, work, calibration_images(calibration) if needs_images else None, chosen)
     record: dict = {
         "weights": str(weights), "limit": limit, "threads": threads, "gate_points": GATE_POINTS,
-        "calibration": {"source": "spinrec.synth.WordImages, training split", "seed": CALIBRATION_SEED, "images": calibration},
+        "calibration": {"source": "spinrec.training.synth.WordImages, training split", "seed": CALIBRATION_SEED, "images": calibration},
         "keep_float": list(KEEP_FLOAT), "cpu": cpu_capabilities(), "prepare_seconds": time.perf_counter() - t0,
         "datasets": {}, "candidates": {},
     }  # fmt: skip
     for c in chosen:
-        read = _reader(weights, Path(work), c, threads)
-        results = {d: evaluate(s, read, batch_size, name=f"{c.name} {Path(d).name}") for d, s in samples.items()}
-        record["candidates"][c.name] = {"runtime": c.runtime, "precision": c.precision, "ran_as": read.encoder.precision,
+        pipe = _pipeline(weights, Path(work), c, threads, batch_size)
+        results = {d: evaluate(s, pipe.recognize, batch_size, name=f"{c.name} {Path(d).name}") for d, s in samples.items()}
+        record["candidates"][c.name] = {"runtime": c.runtime, "precision": c.precision, "ran_as": pipe.encoder.precision,
                                         "how": c.how, "datasets": results}  # fmt: skip
     reference = record["candidates"][CANDIDATES[0].name]["datasets"]
     ort_reference = record["candidates"].get("fp32_ort", {}).get("datasets")
@@ -309,7 +299,7 @@ def markdown(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spinrec.quantize", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m spinrec.export.quantize", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("gate", help="word accuracy of every precision candidate against fp32 on labelled sets")
     g.add_argument("--weights", required=True, help="safetensors checkpoint")
@@ -329,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             for runtime, path in build_int8(args.onnx).items():
                 print(f"{runtime}: {path}")
             return 0
-        root = Path(__file__).resolve().parents[1]
+        root = Path(__file__).resolve().parents[2]
         datasets = args.dataset or ["/root/spin_eval/heldout2000", str(root.parent / "shared" / "real_crops_dev" / "labels.tsv")]
         work = args.work or tempfile.mkdtemp(prefix="spin-gate-")
         names = args.candidates.split(",") if args.candidates else None

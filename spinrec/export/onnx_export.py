@@ -4,14 +4,14 @@ The graph has one input ``image`` ``[B, 1, 32, 100]`` float32 and one output ``f
 ``[B, 26, C]`` float32, with a dynamic batch dimension. Opset 17: GridSample exists from 16, and
 TensorRT's ONNX parser reads its opset-16 mode names (``bilinear``), not opset 20's (``linear``).
 
-The SPIN blend op (:func:`spinrec.blend.spin_blend`) is exported one of two ways:
+The SPIN blend op (:func:`spinrec.models.blend.spin_blend`) is exported one of two ways:
 
 - ``blend="decomposed"`` (default): standard ONNX ops (Resize, Pow, InstanceNormalization, ...), for
   ONNX Runtime on CPU.
 - ``blend="plugin"``: one ``SpinBlend`` node in domain :data:`PLUGIN_DOMAIN`, implemented by the TensorRT
   plugin ``spinrec/kernels/spinBlendPlugin`` (TensorRT's parser maps a node to the plugin of the same
   name and ignores the domain) and, on CPU, by the plugin's host reference through onnxruntime-extensions
-  (:mod:`spinrec.ort_spin_blend`). Inputs ``image, weights, offsets, gate, norm_weight, norm_bias``;
+  (:mod:`spinrec.runtime.ort_spin_blend`). Inputs ``image, weights, offsets, gate, norm_weight, norm_bias``;
   attributes ``exponents`` (floats) and ``eps`` (float), named like the plugin's fields.
 """
 
@@ -28,7 +28,7 @@ import onnx
 import torch
 from torch import nn
 
-from spinrec.blend import spin_blend
+from spinrec.models.blend import spin_blend
 from spinrec.contract import ENCODER_INPUT, ENCODER_OUTPUT, PLUGIN_DOMAIN, PLUGIN_OP
 from spinrec.models.gaspin import SPTransformerNetwork
 from spinrec.models.spin import SPIN
@@ -172,16 +172,16 @@ def _relative(got: np.ndarray, ref: np.ndarray) -> float:
 def verify_encoder(model: SPIN, path: str | Path, batch_sizes=(1, 3, 8), seed: int = 0) -> float:
     """Run the ONNX graph in ONNX Runtime on fresh random images and return the largest relative error
     ``||onnx - torch|| / ||torch||`` against PyTorch over ``batch_sizes``. Plugin graphs run with the
-    plugin's host reference (:func:`spinrec.ort_spin_blend.session`)."""
-    from spinrec.ort_spin_blend import session as ort_session
+    plugin's host reference (:mod:`spinrec.runtime.ort_spin_blend`)."""
+    from spinrec.runtime import open_encoder
 
-    sess = ort_session(path)
+    run = open_encoder("onnxruntime", path, blend_reference=True)
     rng = np.random.default_rng(seed)
     worst = 0.0
     h, w = model.config.image_size
     for b in batch_sizes:
         x = rng.uniform(-1, 1, size=(b, model.config.in_channels, h, w)).astype(np.float32)
-        (got,) = sess.run([OUTPUT_NAME], {INPUT_NAME: x})
+        got = run(x)
         with torch.no_grad():
             ref = model.encode(torch.from_numpy(x)).numpy()
         worst = max(worst, _relative(got, ref))
@@ -267,9 +267,9 @@ def check_encoder(
       the fp32 grid cancels terms ~100x its size) earns a tolerance from its own measured noise instead
       of a fixed number it cannot meet in any runtime, PaddleOCR's included.
     """
-    from spinrec.ort_spin_blend import session as ort_session
+    from spinrec.runtime import open_encoder
 
-    sess = ort_session(path)
+    run = open_encoder("onnxruntime", path, blend_reference=True)
     x = check_images(model, seed)
     nudged = np.where(np.random.default_rng(seed + 1).random(x.shape) < 0.01, np.nextafter(x, np.float32(2)), x)
     error = noise = 0.0
@@ -280,7 +280,7 @@ def check_encoder(
         start = batch.stop
         if batch.start >= batch.stop:
             break
-        (got,) = sess.run([OUTPUT_NAME], {INPUT_NAME: x[batch]})
+        got = run(x[batch])
         with torch.no_grad():
             ref = model.encode(torch.from_numpy(x[batch]))
             moved = model.encode(torch.from_numpy(nudged[batch]))
@@ -296,12 +296,12 @@ def check_encoder(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m spinrec.onnx_export --weights CKPT --output PATH [--blend plugin]``: export and verify."""
+    """``python -m spinrec.export.onnx_export --weights CKPT --output PATH [--blend plugin]``: export and verify."""
     import argparse
 
     from spinrec import weights
 
-    parser = argparse.ArgumentParser(prog="python -m spinrec.onnx_export", description="Export the SPIN encoder to ONNX.")
+    parser = argparse.ArgumentParser(prog="python -m spinrec.export.onnx_export", description="Export the SPIN encoder to ONNX.")
     parser.add_argument("--weights", type=Path, required=True, help="safetensors checkpoint (spinrec.weights.save)")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--blend", choices=("decomposed", "plugin"), default="decomposed")

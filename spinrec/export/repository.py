@@ -1,6 +1,6 @@
 """Assemble the Triton model repository for the CPU server from a safetensors checkpoint.
 
-    python -m spinrec.repository [--weights CKPT] [--output DIR] [--if-needed]
+    python -m spinrec.export.repository [--weights CKPT] [--output DIR] [--if-needed]
 
 (``python -m builders.build_repository`` is the same command.)
 
@@ -9,7 +9,7 @@ untrained one, with a loud warning), copy it into ``spin_decoder/1/model.safeten
 only its ``head.*`` tensors), export the encoder to ``spin_encoder/1/model.onnx`` and check it against
 PyTorch in ONNX Runtime (below), write the charset file, and record what was built in ``build.json``.
 
-The export check (:func:`spinrec.onnx_export.check_encoder`) runs 6 rendered words and 6 noise images
+The export check (:func:`spinrec.export.onnx_export.check_encoder`) runs 6 rendered words and 6 noise images
 through both encoders, in batches of 1, 3 and 8. It accepts the graph when (1) the head reads the same 26
 greedy tokens from the ONNX features as from PyTorch's, on every check image whose tokens PyTorch's own
 float32 noise leaves unchanged, and (2) the relative feature error ``||onnx - torch|| / ||torch||`` is at
@@ -40,7 +40,7 @@ from pathlib import Path
 
 from spinrec.contract import ARTIFACTS, CHARSET, CHECKPOINT, INT8_FILES, ONNX, RECORD
 
-_DATA = Path(__file__).resolve().parent / "data"
+_DATA = Path(__file__).resolve().parents[1] / "data"
 #: The configs and Python models (package data; in a checkout, a link to its model_repository/).
 SOURCE = (_DATA / "model_repository").resolve()
 #: The shipped default checkpoint (package data; in a checkout, a link to weights/default.safetensors).
@@ -132,9 +132,9 @@ def build(
 ) -> dict:
     """Build ``output`` from ``weights`` (see the module doc) and return the record written to build.json.
 
-    ``max_error`` and ``noise_factor`` default to :data:`spinrec.onnx_export.ERROR_FLOOR` and
-    :data:`~spinrec.onnx_export.NOISE_FACTOR`. ``int8`` also writes the INT8 encoders
-    (:func:`spinrec.quantize.build_int8`) that the served precision ``int8`` runs; without them it runs fp32."""
+    ``max_error`` and ``noise_factor`` default to :data:`spinrec.export.onnx_export.ERROR_FLOOR` and
+    :data:`~spinrec.export.onnx_export.NOISE_FACTOR`. ``int8`` also writes the INT8 encoders
+    (:func:`spinrec.export.quantize.build_int8`) that the served precision ``int8`` runs; without them it runs fp32."""
     from tqdm import tqdm
 
     weights = resolve_weights(weights)
@@ -149,7 +149,7 @@ def build(
 
     from spinrec import __version__, weights as spin_weights
     from spinrec.charset import Charset
-    from spinrec.onnx_export import ERROR_FLOOR, NOISE_FACTOR, OPSET, check_encoder, export_encoder
+    from spinrec.export.onnx_export import ERROR_FLOOR, NOISE_FACTOR, OPSET, check_encoder, export_encoder
 
     checkpoint = output / CHECKPOINT
     if weights is None:
@@ -192,7 +192,7 @@ def build(
             stale.unlink(missing_ok=True)
     int8_files = {}
     if int8:
-        from spinrec.quantize import build_int8
+        from spinrec.export.quantize import build_int8
 
         steps.set_postfix_str("quantize INT8")
         try:
@@ -239,16 +239,16 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spinrec.repository", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m spinrec.export.repository", description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, help=f"safetensors checkpoint (default: {DEFAULT_WEIGHTS} if present, else untrained)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="model repository to build (default: %(default)s)")
     parser.add_argument(
         "--max-error", type=float,
-        help="ONNX-vs-PyTorch relative error of the encoder features always accepted (default: 1e-4, spinrec.onnx_export.ERROR_FLOOR)",
+        help="ONNX-vs-PyTorch relative error of the encoder features always accepted (default: 1e-4, spinrec.export.onnx_export.ERROR_FLOOR)",
     )
     parser.add_argument(
         "--noise-factor", type=float,
-        help="also accept up to this multiple of PyTorch's own float32 feature noise (default: 3, spinrec.onnx_export.NOISE_FACTOR)",
+        help="also accept up to this multiple of PyTorch's own float32 feature noise (default: 3, spinrec.export.onnx_export.NOISE_FACTOR)",
     )
     parser.add_argument(
         "--int8", action=argparse.BooleanOptionalAction, default=True,

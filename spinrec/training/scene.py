@@ -1,6 +1,6 @@
 """Scene-text effects for synthetic word crops: what makes a rendered word look photographed.
 
-:mod:`spinrec.synth` lays out the text (the word's ink, neighbouring glyphs) and calls :func:`scene_image`,
+:mod:`spinrec.training.synth` lays out the text (the word's ink, neighbouring glyphs) and calls :func:`scene_image`,
 which styles, bends, crops, places, lights and degrades it. Every random choice comes from the caller's
 ``numpy.random.Generator`` and every share is a field of :class:`SceneMix`, so a sample stays a pure function
 of ``(seed, index)`` and a run's config records the whole mix.
@@ -9,7 +9,7 @@ Layers travel through the geometry together as one ``uint8 [H, W, 4]`` array: 0 
 neighbours included), 1 the outline, 2 the shadow or 3D extrusion, 3 the target word alone (the crop box is
 taken from it, so neighbouring glyphs end up clipped at the crop's edge). Backgrounds are procedural (noise
 fields, gradients, stripes, grids, blotches, shapes, lines, blobs, fragments of other text) or, in
-``SceneMix.natural``, crops of the nine public-domain and CC0 photos shipped in ``spinrec/backgrounds/`` (see
+``SceneMix.natural``, crops of the nine public-domain and CC0 photos shipped in ``spinrec/training/backgrounds/`` (see
 its ``SOURCES.md``); nothing is downloaded at run time.
 """
 

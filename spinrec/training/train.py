@@ -1,6 +1,6 @@
 """Training SPIN on synthetic word images (CPU or GPU PyTorch), as PaddleOCR trains it.
 
-Loss: :func:`spinrec.loss.spin_attention_loss` (PaddleOCR's ``SPINAttentionLoss``). Optimiser: AdamW
+Loss: :func:`spinrec.training.loss.spin_attention_loss` (PaddleOCR's ``SPINAttentionLoss``). Optimiser: AdamW
 (beta 0.9 / 0.999, weight decay 0.01 on every parameter, as PaddleOCR's AdamW without exclusions), global
 gradient-norm clipping at 5, PaddleOCR's piecewise learning rate (1e-3, 3e-4, 9e-5, 2.7e-5 switching at
 epochs 3, 4, 5 of 6) with the boundaries placed at the same fractions of this run's steps. Per-parameter
@@ -9,14 +9,14 @@ learning rates: ``transform.stucture_fc2`` x ``loc_lr``; ``transform.GridGenerat
 A run lives in one directory: ``config.json``, ``last.safetensors`` (weights, :func:`spinrec.weights.save`),
 ``last.state.pt`` (optimiser state, step, history), ``history.jsonl``, ``curves.png``. Starting the same
 command again resumes from the last checkpoint; the data stream is a function of the sample index
-(:mod:`spinrec.synth`), so a resumed run sees exactly the batches it would have seen. A config that
+(:mod:`spinrec.training.synth`), so a resumed run sees exactly the batches it would have seen. A config that
 differs only in ``train.steps`` extends (or shortens) the run. A step whose loss or gradient is not
 finite is skipped and counted (``skipped_steps`` in the history).
 
 Commands::
 
-    python -m spinrec.train run configs/spin_compact.json /root/spin_runs/compact
-    python -m spinrec.train export /root/spin_runs/compact weights/default.safetensors --half \
+    python -m spinrec.training.train run configs/spin_compact.json /root/spin_runs/compact
+    python -m spinrec.training.train export /root/spin_runs/compact weights/default.safetensors --half \
         --eval-report reports/heldout2000.json --eval-report reports/heldout2000_triton.json
         # also writes weights/README.md (model card)
 """
@@ -40,12 +40,12 @@ import torch
 from torch import nn
 
 from spinrec import weights
-from spinrec.loss import spin_attention_loss
-from spinrec.metrics import RecMetric
+from spinrec.training.loss import spin_attention_loss
+from spinrec.evaluation.metrics import RecMetric
 from spinrec.models.spin import SPIN, SPINConfig
-from spinrec.recognizer import Recognizer
-from spinrec.synth import SynthConfig, WordImages
-from spinrec.widen import BRANCHES, grow_state
+from spinrec.pipeline import Pipeline
+from spinrec.training.synth import SynthConfig, WordImages
+from spinrec.training.widen import BRANCHES, grow_state
 
 
 @dataclass
@@ -54,7 +54,7 @@ class TrainConfig:
     boundaries as fractions of ``steps``; ``warmup_steps`` ramps the first value up linearly. ``device`` is
     a PyTorch device (``cpu``, ``cuda``); ``init`` a safetensors checkpoint whose weights start the run
     (fine-tuning: the optimiser and schedule start fresh; a checkpoint with a narrower backbone or without the
-    TPS/offset branches is grown first, keeping what it computes, see :mod:`spinrec.widen`). ``replay`` > 0 keeps that many earlier
+    TPS/offset branches is grown first, keeping what it computes, see :mod:`spinrec.training.widen`). ``replay`` > 0 keeps that many earlier
     batches on the device and adds one of them, drawn at random, to every step: each rendered image is
     then trained on about twice, for a GPU whose step rate outruns the data workers (a resumed run
     starts with an empty buffer)."""
@@ -217,7 +217,7 @@ class Trainer:
         """Weights then optimiser state, each written to a temporary file and renamed, so an interrupted
         save leaves the previous checkpoint intact."""
         tmp = self.run_dir / "last.safetensors.tmp"
-        weights.save(self.model, tmp, {"step": str(self.step), "source": f"spinrec.train step {self.step}"})
+        weights.save(self.model, tmp, {"step": str(self.step), "source": f"spinrec.training.train step {self.step}"})
         state = {
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
@@ -279,7 +279,7 @@ class Trainer:
 
     def evaluate(self) -> dict:
         samples = self.evaluation_set()
-        readings = Recognizer(self.model, batch_size=64).recognize([image for image, _ in samples])
+        readings = Pipeline.open(self.model, batch_size=64).recognize([image for image, _ in samples])
         metric = RecMetric()
         metric.update([r.text for r in readings], [text for _, text in samples])
         self.model.train()
@@ -378,11 +378,11 @@ def plot_history(history: list[dict], path: str | Path) -> None:
 
 @dataclass
 class CardReports:
-    """JSON reports of :mod:`spinrec.evaluate` for the model card. ``evaluations``: their tables go in as they
+    """JSON reports of :mod:`spinrec.evaluation.evaluate` for the model card. ``evaluations``: their tables go in as they
     are; the first dataset of the first one (held-out synthetic words) sets the confidence threshold.
     ``real_crops``: the run on real photographed crops with ``--ablation --gallery`` (its misses picture is
     ``<report>_misses.png``). ``previous``: the model this one replaces, on the same datasets. ``precision_gate``:
-    ``python -m spinrec.quantize gate`` on this model, which decides the served CPU precision."""
+    the Markdown table of ``python -m spinrec.export.quantize gate`` on this model, which decides the served CPU precision."""
 
     evaluations: Sequence[str | Path] = ()
     real_crops: str | Path | None = None
@@ -402,7 +402,7 @@ def export(run_dir: str | Path, out: str | Path, half: bool = False, reports: Ca
     weights.load_state(model, weights.read_state(run_dir / "last.safetensors"))
     last_val = next((h for h in reversed(state["history"]) if "val_acc" in h), {})
     meta = {
-        "source": f"spinrec.train synthetic-data run {run_dir.name}, step {state['step']}",
+        "source": f"spinrec.training.train synthetic-data run {run_dir.name}, step {state['step']}",
         "step": str(state["step"]),
         "train_seconds": str(round(state["elapsed"])),
         "val_acc": str(last_val.get("val_acc", "")),
@@ -419,8 +419,8 @@ def export(run_dir: str | Path, out: str | Path, half: bool = False, reports: Ca
 
 
 def model_card(config: RunConfig, state: dict, out: Path, half: bool, reports: CardReports = CardReports()) -> str:
-    from spinrec.evaluate import markdown_report
-    from spinrec.synth import discover_fonts
+    from spinrec.evaluation.evaluate import markdown_report
+    from spinrec.training.synth import discover_fonts
 
     tc, data = config.train, config.data
     n_params = sum(p.numel() for p in SPIN(config.model).parameters())
@@ -444,13 +444,13 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, reports: C
         f"{100 * float(init.get('val_acc') or 'nan'):.1f} %)"
         + (
             f", widened from backbone_out_channels {init['widened_from']} to {config.model.backbone_out_channels} "
-            "keeping its function (`spinrec.widen`)"
+            "keeping its function (`spinrec.training.widen`)"
             if "widened_from" in init
             else ""
         )
         + (
             f", with GA-SPIN's {' and '.join(init['branches_added'].split(','))} branches turned on keeping its function "
-            "(new fiducials at the identity warp, offset gate nearly closed; `spinrec.widen.add_transform_branches`)"
+            "(new fiducials at the identity warp, offset gate nearly closed; `spinrec.training.widen.add_transform_branches`)"
             if "branches_added" in init
             else ""
         )
@@ -464,13 +464,13 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, reports: C
         f"- Architecture: SPIN (`spinrec.models.SPIN`), config `{json.dumps(config.model.to_dict())}`; "
         f"{n_params:,} parameters, stored as {'float16' if half else 'float32'} "
         f"({out.stat().st_size / 1e6:.1f} MB). Input [B, 1, 32, 100], encoder features [B, 26, 512].",
-        f"- Data: `spinrec.synth` stream seed {tc.data_seed}, rendered on the fly: {state['step'] * tc.batch_size:,} images "
+        f"- Data: `spinrec.training.synth` stream seed {tc.data_seed}, rendered on the fly: {state['step'] * tc.batch_size:,} images "
         f"({state['step']:,} steps x batch {tc.batch_size}) from {len(train_families)} font families; words from "
         f"`{data.word_list}`, random alphanumerics and numbers, all augmentations on"
         + (f"; every step also trained on one of the last {tc.replay} batches, drawn at random." if tc.replay else "."),
         f"- Held-out font families (never rendered in training, {len(heldout)}): {', '.join(heldout)}.",
         start,
-        f"- Training: `python -m spinrec.train run` with AdamW, PaddleOCR's piecewise rate "
+        f"- Training: `python -m spinrec.training.train run` with AdamW, PaddleOCR's piecewise rate "
         f"{list(tc.lr_values)} at {[round(b, 3) for b in tc.lr_boundaries]} of {tc.steps:,} steps, warm-up {tc.warmup_steps}, "
         f"clipping {tc.clip_norm}"
         + (f", stopped at step {state['step']:,}" if state["step"] < tc.steps else "")
@@ -485,7 +485,7 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, reports: C
     lines += _card_evaluations(reports)
     if reports.evaluations:
         lines += [
-            "Held-out sets are rendered by `python -m spinrec.synth OUT --split heldout --seed S --lmdb` with held-out font",
+            "Held-out sets are rendered by `python -m spinrec.training.synth OUT --split heldout --seed S --lmdb` with held-out font",
             f"families and a seed never used in training (training stream {tc.data_seed}, in-training check {tc.eval_seed}).",
             "",
         ]
@@ -509,7 +509,7 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, reports: C
 def _card_evaluations(reports: CardReports) -> list[str]:
     """The card's evaluation sections: previous vs this model, real crops (ablation, misses), the evaluation
     tables, and the confidence threshold a user should apply."""
-    from spinrec.evaluate import confidence_threshold, markdown_report
+    from spinrec.evaluation.evaluate import confidence_threshold, markdown_report
 
     def datasets(path: str | Path) -> dict[str, dict]:
         return json.loads(Path(path).read_text())["datasets"]
@@ -535,7 +535,7 @@ def _card_evaluations(reports: CardReports) -> list[str]:
             "",
             f"`{real_name}`: {r['correct']} of {r['samples']} read right, **{100 * r['word_accuracy']:.1f} %** (PaddleOCR's metric). "
             "Validation only: never trained, tuned or calibrated on. Ablation (the branch switched off at inference, "
-            "`python -m spinrec.evaluate ... --ablation`):",
+            "`python -m spinrec.evaluation.evaluate ... --ablation`):",
             "",
             "| GA-SPIN as served | word accuracy |",
             "|---|---:|",
@@ -559,16 +559,13 @@ def _card_evaluations(reports: CardReports) -> list[str]:
                 line += f"; on the real crops it keeps {len(kept)} of {real[real_name]['samples']}, {right} of them right"
             lines += [line + ".", ""]
     if reports.precision_gate:
-        from spinrec.quantize import markdown as gate_markdown
-
         lines += ["## Served precision", "", "The CPU encoder serves int8 (`spin_encoder/configs/cpu.pbtxt`) only while int8 passes this "
-                  "gate; where it fails, the config's precision goes back to fp32.", "",
-                  gate_markdown(json.loads(Path(reports.precision_gate).read_text()))]
+                  "gate; where it fails, the config's precision goes back to fp32.", "", Path(reports.precision_gate).read_text()]
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spinrec.train", description="train SPIN on synthetic words")
+    parser = argparse.ArgumentParser(prog="python -m spinrec.training.train", description="train SPIN on synthetic words")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="train (or resume) a run")
     p.add_argument("config", help="JSON config (configs/spin_compact.json, configs/spin_r32.json)")
@@ -578,10 +575,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir")
     p.add_argument("out")
     p.add_argument("--half", action="store_true", help="store float16 (halves the file)")
-    p.add_argument("--eval-report", action="append", default=[], help="JSON report of spinrec.evaluate for the model card (repeatable)")
-    p.add_argument("--real-crops-report", help="spinrec.evaluate report (--ablation --gallery) on real photographed crops")
-    p.add_argument("--previous-report", help="spinrec.evaluate report of the model this one replaces, same datasets")
-    p.add_argument("--precision-gate", help="JSON of python -m spinrec.quantize gate on this model (the served precision's table)")
+    p.add_argument("--eval-report", action="append", default=[], help="JSON report of spinrec.evaluation.evaluate for the model card (repeatable)")
+    p.add_argument("--real-crops-report", help="spinrec.evaluation.evaluate report (--ablation --gallery) on real photographed crops")
+    p.add_argument("--previous-report", help="spinrec.evaluation.evaluate report of the model this one replaces, same datasets")
+    p.add_argument("--precision-gate", help="Markdown report of python -m spinrec.export.quantize gate on this model (the served precision's table)")
     args = parser.parse_args(argv)
     if args.command == "export":
         reports = CardReports(args.eval_report, args.real_crops_report, args.previous_report, args.precision_gate)

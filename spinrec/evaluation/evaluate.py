@@ -1,9 +1,9 @@
-"""Accuracy of a recognizer on a labelled word-image set, with PaddleOCR's metric (:mod:`spinrec.metrics`).
+"""Accuracy of a recognizer on a labelled word-image set, with PaddleOCR's metric (:mod:`spinrec.evaluation.metrics`).
 
 Datasets:
 
 - a PaddleOCR label file (``image path<TAB>label`` per line, paths relative to the file's folder or
-  ``data_dir``), or a folder holding ``labels.txt`` (what :mod:`spinrec.synth` writes);
+  ``data_dir``), or a folder holding ``labels.txt`` (what :mod:`spinrec.training.synth` writes);
 - an LMDB in the format of the standard benchmarks (IIIT5K, SVT, IC13, IC15, SVTP, CUTE): ``num-samples``,
   ``image-%09d`` (encoded image bytes) and ``label-%09d`` (UTF-8), indices from 1.
 
@@ -14,9 +14,9 @@ in-process PyTorch one; ``--server`` reads through a Triton server with the proj
 
 Command::
 
-    python -m spinrec.evaluate DATASET [DATASET ...] --weights weights/default.safetensors --out reports/eval
-    python -m spinrec.evaluate DATASET --server 127.0.0.1:8001 --protocol grpc   # through Triton
-    python -m spinrec.evaluate DATASET --backend mypkg.client:make_backend --backend-option url=localhost:8001
+    python -m spinrec.evaluation.evaluate DATASET [DATASET ...] --weights weights/default.safetensors --out reports/eval
+    python -m spinrec.evaluation.evaluate DATASET --server 127.0.0.1:8001 --protocol grpc   # through Triton
+    python -m spinrec.evaluation.evaluate DATASET --backend mypkg.client:make_backend --backend-option url=localhost:8001
 
 writes ``OUT.json`` and ``OUT.md`` (a table per dataset: samples, word accuracy, normalized edit distance,
 throughput).
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from spinrec.decoding import Reading
-from spinrec.metrics import RecMetric
+from spinrec.evaluation.metrics import RecMetric
 
 Backend = Callable[[list[bytes]], list["Reading | Exception"]]
 
@@ -153,19 +153,16 @@ def recognizer_backend(
     stop_at_eos: bool = True,
     ablations: Sequence[str] = (),
 ) -> Backend:
-    """The in-process PyTorch pipeline (:class:`spinrec.recognizer.Recognizer`) as a backend;
+    """The in-process PyTorch pipeline (:class:`spinrec.pipeline.Pipeline`) as a backend;
     ``stop_at_eos=False`` decodes as PaddleOCR does (see :func:`spinrec.decoding.decode`); ``ablations``
     switches GA-SPIN branches off (:func:`ablate`)."""
-    import torch
+    from spinrec import weights
+    from spinrec.pipeline import Pipeline
 
-    from spinrec.recognizer import Recognizer
-
-    if threads:
-        torch.set_num_threads(threads)
-    recognizer = Recognizer.from_checkpoint(weights_path, batch_size=batch_size, stop_at_eos=stop_at_eos)
+    model = weights.load(weights_path)
     if ablations:
-        ablate(recognizer.model, ablations)
-    return recognizer.recognize
+        ablate(model, ablations)
+    return Pipeline.open(model, threads=threads or None, batch_size=batch_size, stop_at_eos=stop_at_eos).recognize
 
 
 def load_backend(spec: str, options: dict[str, str]) -> Backend:
@@ -339,7 +336,7 @@ def _options(pairs: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spinrec.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m spinrec.evaluation.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("datasets", nargs="+", help="LMDB folder, folder with labels.txt, or a label file")
     parser.add_argument("--weights", help="safetensors checkpoint for the in-process backend")
     parser.add_argument("--server", metavar="HOST:PORT", help="read through a Triton server serving spin_ocr")

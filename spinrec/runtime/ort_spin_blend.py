@@ -146,7 +146,7 @@ class BlendLibrary:
         eps: float,
     ) -> np.ndarray:
         """The op on the CPU: ``image`` float32 or float16 ``[B, C, H, W]``, the rest float32 (see
-        :func:`spinrec.blend.spin_blend`); returns an array of ``image``'s dtype."""
+        :func:`spinrec.models.blend.spin_blend`); returns an array of ``image``'s dtype."""
         if image.dtype not in (np.float32, np.float16):
             raise TypeError(f"image must be float32 or float16, not {image.dtype}")
         image = np.ascontiguousarray(image)
