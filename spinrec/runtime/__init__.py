@@ -59,15 +59,12 @@ def _check_precision(kind: str, precision: str) -> None:
         raise ValueError(f"encoder precision {precision!r}: {kind} runs {', '.join(PRECISIONS[kind])}")
 
 
-def int8_artifact(kind: str, graph: str | Path, must_exist: bool = True) -> Path:
+def int8_artifact(kind: str, graph: str | Path) -> Path:
     """The quantized graph a ``kind`` encoder runs for ``graph`` at int8 (the repository builder writes it
-    unless ``--no-int8``)."""
+    unless ``--no-int8``; :func:`open_encoder` runs fp32 where it is absent)."""
     from spinrec.contract import INT8_FILES
 
-    path = Path(graph).with_name(INT8_FILES[kind])
-    if must_exist and not path.is_file():
-        raise ValueError(f"encoder precision int8: {path} is missing (the repository was built with --no-int8)")
-    return path
+    return Path(graph).with_name(INT8_FILES[kind])
 
 
 def open_encoder(kind: str, artifact: Any, threads: int | None = None, precision: str | None = None, **options: Any) -> Encoder:
@@ -92,7 +89,7 @@ def open_encoder(kind: str, artifact: Any, threads: int | None = None, precision
         from spinrec.runtime.torch_encoder import TorchEncoder
 
         return TorchEncoder(artifact, threads, precision, **options)
-    int8_graph = int8_artifact(kind, artifact, must_exist=False)
+    int8_graph = int8_artifact(kind, artifact)
     if precision == "int8" and not int8_graph.is_file():
         # The served config asks for int8; a repository built without it still serves, in fp32.
         warnings.warn(f"encoder precision int8: {int8_graph} is missing (the repository was built with --no-int8); running fp32")

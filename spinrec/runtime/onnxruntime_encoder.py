@@ -29,10 +29,12 @@ class OnnxRuntimeEncoder:
                  spinning: bool = True, blend_reference: bool = False):  # fmt: skip
         import onnxruntime as ort
 
+        from spinrec.runtime import int8_artifact
+
         if optimization not in LEVELS:
             raise ValueError(f"ONNX Runtime optimization {optimization!r}: expected one of {', '.join(LEVELS)}")
         self.requested = self.precision = precision
-        path = graph if precision == "fp32" else _int8(graph)
+        path = graph if precision == "fp32" else int8_artifact(self.name, graph)
         if blend_reference:
             from spinrec.runtime.ort_spin_blend import session
 
@@ -50,9 +52,3 @@ class OnnxRuntimeEncoder:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.session.run([ENCODER_OUTPUT], {ENCODER_INPUT: np.ascontiguousarray(images, np.float32)})[0]
-
-
-def _int8(graph: str | Path) -> Path:
-    from spinrec.runtime import int8_artifact
-
-    return int8_artifact("onnxruntime", graph)
