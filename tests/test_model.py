@@ -136,6 +136,17 @@ def test_training_mode_gradients_flow():
     assert model.transform.stucture_fc2.bias.grad.abs().sum() > 0
 
 
+def test_tail_sigmoid_is_torch_sigmoid_forward_and_backward():
+    """TailSigmoid only changes how the sigmoid is exported: PyTorch's values are bit-identical and its
+    gradient is the sigmoid's, down to logits where the exported form overflows."""
+    from spinrec.models.gaspin import TailSigmoid
+
+    z = torch.tensor([-200.0, -90.0, -30.0, -18.0, -3.0, 0.0, 2.5, 40.0])
+    assert torch.equal(TailSigmoid.apply(z), torch.sigmoid(z))
+    zd = torch.linspace(-40, 40, 17, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(TailSigmoid.apply, (zd,))
+
+
 def test_teacher_forcing_matches_greedy_when_fed_its_own_tokens():
     torch.manual_seed(2)
     model = SPIN(SMALL).eval()

@@ -12,6 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
@@ -247,3 +248,32 @@ def test_export_check_accepts_a_faithful_export_and_refuses_another_model(tmp_pa
         model.neck.encoder.encoder[-1].linear.weight.mul_(1.005)
     bad = check_encoder(model, path)
     assert not bad.ok and bad.reason.startswith("relative feature error"), bad.reason
+
+
+def test_export_keeps_the_sigmoid_tail_of_a_dark_offset_under_a_closed_gate(tmp_path):
+    """Black pixels blend in offset x gate alone; at offset logits of -25 and a gate logit of -12 that is
+    about 1e-16, which the 0.03 power curve lifts to 0.33. ONNX Runtime's own Sigmoid returns 0 there
+    (absolute error ~6e-8, nothing below -18; rectified pixels then move by 0.04), so the export must
+    carry the tail (TailSigmoid): the exported transform matches PyTorch within 1e-5 on text images."""
+    import onnxruntime
+    import torch
+
+    from spinrec.export import onnx_export
+    from spinrec.models import SPIN, SPINConfig
+    torch.manual_seed(5)
+    model = SPIN(SPINConfig(backbone_out_channels=64, neck_hidden_size=32, neck_out_channels=(32, 64), head_hidden_size=32)).eval()
+    with torch.no_grad():
+        bias = model.transform.stucture_fc2.bias
+        bias[0] = 2.0  # the curve of exponent 0.03, the one that magnifies the tail
+        bias[model.transform.spt_length] = -12.0  # gate logit
+        model.transform.offset_fc2.bias.fill_(-25.0)
+    x = onnx_export.check_images(model)[: len(onnx_export.CHECK_WORDS)]
+    assert (x == -1).any(), "the check words have black pixels"
+    path = tmp_path / "transform.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_export._export(model.transform, (torch.from_numpy(x[:2]),), path, ["image"], "rectified", onnx_export.OPSET, "decomposed")
+    with torch.no_grad():
+        want = model.transform(torch.from_numpy(x)).numpy()
+    got = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    assert np.abs(got - want).max() < 1e-5
