@@ -100,8 +100,9 @@ def read_record(output: Path) -> dict | None:
         return None
 
 
-def needs_build(output: Path, weights: Path | None = None) -> str | None:
-    """Why ``output`` must be (re)built for ``weights`` (resolved as :func:`resolve_weights`), or None."""
+def needs_build(output: Path, weights: Path | None = None, int8: bool = True) -> str | None:
+    """Why ``output`` must be (re)built for ``weights`` (resolved as :func:`resolve_weights`), or None;
+    ``int8``: the served precision needs the INT8 encoders (a build with ``--no-int8`` lacks them)."""
     missing = [str(a) for a in ARTIFACTS if not (output / a).is_file()]
     if missing:
         return f"missing {', '.join(missing)}"
@@ -109,6 +110,8 @@ def needs_build(output: Path, weights: Path | None = None) -> str | None:
     built = (read_record(output) or {}).get("identity")
     if built != wanted:
         return f"built from [{built}], wanted [{wanted}]"
+    if int8 and not (read_record(output) or {}).get("int8"):
+        return "no INT8 encoders"
     return None
 
 
@@ -259,9 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.if_needed:
-            reason = needs_build(args.output, args.weights)
-            if reason is None and args.int8 and not (read_record(args.output) or {}).get("int8"):
-                reason = "no INT8 encoders"
+            reason = needs_build(args.output, args.weights, args.int8)
             if reason is None:
                 print(f"build_repository: {args.output} is up to date")
                 return 0
