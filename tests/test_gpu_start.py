@@ -61,8 +61,9 @@ def test_offsets_on_builds_the_plugin_graph_and_loads_the_plugin():
 
 
 def test_offsets_off_builds_the_decomposed_graph_without_the_plugin():
-    """The shipped default of today (offsets: false): the plugin graph cannot express it, so the engine is
-    built from the repository builder's decomposed graph and tritonserver gets no plugin library."""
+    """A checkpoint without the offset network (the default before 2026-12-03): the plugin graph cannot
+    express it, so the engine is built from the repository builder's decomposed graph and tritonserver gets
+    no plugin library."""
     settings = gpu_start.settings_from_env({**ENV, "SPIN_PRECISION": "tf32"})
     plan = gpu_start.plan_start(settings, offsets=False, checkpoint_sha256="aa", exported=None, config_max_batch=64)
     assert plan.blend == "decomposed" and plan.export_reason is None
@@ -85,7 +86,9 @@ def test_shipped_default_checkpoint_gets_a_graph_its_builder_accepts(tmp_path):
     config = weights.config_of(weights.read_metadata(default)) or SPINConfig()
     plan = gpu_start.plan_start(gpu_start.settings_from_env(ENV), config.offsets, "aa", None, 64)
     assert plan.blend == gpu_start.blend_for(config.offsets)
-    if not config.offsets:
+    if config.offsets:
+        onnx_export.export_encoder(weights.load(default), tmp_path / "plugin.onnx", blend="plugin")
+    else:
         with pytest.raises(ValueError, match="offset network"):  # what the old entrypoint ran into
             onnx_export.export_encoder(weights.load(default), tmp_path / "plugin.onnx", blend="plugin")
 

@@ -17,7 +17,7 @@ Commands::
 
     python -m spinrec.training.train run configs/spin_compact.json /root/spin_runs/compact
     python -m spinrec.training.train export /root/spin_runs/compact weights/default.safetensors --half \
-        --eval-report reports/heldout2000.json --eval-report reports/heldout2000_triton.json
+        --eval-report reports/heldout2000.json --real-crops-report reports/real_crops_default.json
         # also writes weights/README.md (model card)
 """
 
