@@ -145,7 +145,9 @@ def prepare(settings: StartSettings) -> StartPlan:
     from spinrec import weights as spin_weights
     from spinrec.models import SPINConfig
 
-    repo_args = ["--output", str(settings.models), "--if-needed"]
+    # --no-int8: the INT8 encoders are the CPU configuration's; calibrating them needs NNCF, OpenVINO and the
+    # synthetic generator's fonts and word list, none of which the GPU image has.
+    repo_args = ["--output", str(settings.models), "--if-needed", "--no-int8"]
     if settings.weights is not None:
         repo_args += ["--weights", str(settings.weights)]
     else:

@@ -19,6 +19,7 @@ from builders import build_engine, gpu_start
 from builders.tensorrt_env import BuildError
 from spinrec import weights
 from spinrec.export import onnx_export
+from spinrec.export.repository import read_record
 from spinrec.models import SPIN, SPINConfig
 from spinrec.runtime import ort_spin_blend
 
@@ -137,6 +138,7 @@ def test_start_prepares_everything_up_to_the_gpu(offsets, tmp_path, capsys):
     with pytest.raises(BuildError, match="nvidia-smi not found"):
         gpu_start.prepare(gpu_start.settings_from_env(env))
     assert (models / "spin_encoder" / "1" / "model.onnx").is_file()
+    assert read_record(models)["int8"] == {}  # no INT8 calibration: the image lacks NNCF, OpenVINO and the fonts
     assert (models / gpu_start.PLUGIN_GRAPH).is_file() == offsets
     assert (models / gpu_start.PLUGIN_GRAPH.with_suffix(".json")).is_file() == offsets
     assert f"checkpoint offsets={offsets}: {'plugin' if offsets else 'decomposed'} graph, fp16 engine" in capsys.readouterr().err

@@ -21,7 +21,8 @@ ill-conditioned when arbitrary curve weights nearly cancel (the instance norm th
 spread); with such weights it is checked against PaddleOCR's own distance to a float64 evaluation.
 
 Served path: the same model with a raised eos logit (so the two decoding modes read differently) is saved
-by Paddle, converted, and built into a model repository by the real builder (which must accept it). Its
+by Paddle, converted, and built into a model repository by the real builder (which must accept it). Read in
+process (``Pipeline`` on PyTorch) it gives PaddleOCR's strings in both decoding modes. Its
 exported encoder, run by ONNX Runtime and by OpenVINO as the CPU server runs it, gives features within 3x
 PaddleOCR's own 1-ulp sensitivity of PaddleOCR's neck output and, with the repository's decoder,
 PaddleOCR's strings in both modes; a real tritonserver on that repository gives them too (one server,
@@ -694,6 +695,20 @@ def png_words(rng: np.random.RandomState, n: int) -> list[bytes]:
         assert ok
         out.append(data.tobytes())
     return out
+
+
+@needs_wheel
+def test_in_process_pipeline_gives_paddleocr_readings(served):
+    """The converted checkpoint read in process (``Pipeline`` on PyTorch, as ``spinrec recognize`` reads)
+    from the PNG bytes: PaddleOCR's strings and confidences in both decoding modes."""
+    from spinrec.pipeline import Pipeline
+
+    for stop_at_eos in (False, True):
+        readings = Pipeline.from_repository(served["repository"], runtime="torch", stop_at_eos=stop_at_eos).recognize(served["images"])
+        assert_same_readings(
+            f"in process, stop_at_eos={stop_at_eos}", [(r.text, r.confidence) for r in readings],
+            paddleocr_readings(served["probs"], stop_at_eos), 1e-3,
+        )  # fmt: skip
 
 
 @needs_wheel
