@@ -132,6 +132,12 @@ def test_dashboard_is_grafana_json(rendered):
     for topic in ("throughput", "p50", "p99", "queue time", "failures by reason", "batch size"):
         assert topic in titles
     assert all(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    # Bad images are answered per image, so Triton's request failures miss them: the preprocessor's own counters.
+    from spinrec.contract import FLAGGED_METRIC, REJECTED_METRIC
+
+    [failures] = [p for p in dashboard["panels"] if "failures by reason" in p["title"].lower()]
+    exprs = " ".join(t["expr"] for t in failures["targets"])
+    assert "nv_inference_request_failure" in exprs and REJECTED_METRIC in exprs and FLAGGED_METRIC in exprs
 
 
 def tritonserver_flags(docs: list[dict]) -> list[str]:
