@@ -46,7 +46,7 @@ def test_balancer_refuses_oversized_requests(report):
     refused = report["oversized_through_balancer"]
     assert "413" in refused["grpc"], refused
     # An HTTP client still uploading may see the connection close before it reads the 413.
-    assert refused["http"] != "answered" and ("413" in refused["http"] or "Error" in refused["http"]), refused
+    assert "413" in refused["http"] or refused["http"].startswith(("BrokenPipeError", "ConnectionResetError")), refused
 
 
 @pytest.mark.parametrize("phase", ["with_retry", "without_retry"])
