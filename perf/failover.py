@@ -38,6 +38,8 @@ from string import Template
 
 import yaml
 
+from spinrec.preprocess import MAX_REQUEST_BYTES
+from spinrec.serving import front
 from spinrec.serving.launch import free_port
 from spinrec.client import OcrClient
 from spinrec.client.resilience import NO_RETRY, RetryPolicy
@@ -199,8 +201,9 @@ def cluster(repository: Path, workdir: Path, replicas: int = 3):
             f"    server {r.name} 127.0.0.1:{getattr(r, kind)} check port {r.http}" + (" proto h2 check-proto h1" if kind == "grpc" else "")
             for r in members
         )
+        limits = {f"limit_{k}": v for k, v in front.size_limit().items()}
         config = _render(LOCAL / "haproxy.cfg", workdir / "haproxy.cfg", http_port=str(lb_http), grpc_port=str(lb_grpc),
-                         http_servers=servers("http"), grpc_servers=servers("grpc"))
+                         http_servers=servers("http"), grpc_servers=servers("grpc"), **limits)
         check = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"haproxy rejects {config}: {check.stdout}{check.stderr}")
@@ -352,6 +355,29 @@ def reference_reading(url: str, image: bytes) -> str:
     return result.text
 
 
+def oversized_through_balancer(c: Cluster) -> dict[str, str]:
+    """What a request over MAX_REQUEST_BYTES gets through the balancer, per protocol (raw tritonclient):
+    the balancer's 413, never a replica's answer."""
+    import numpy as np
+    import tritonclient.grpc as grpc_api
+    import tritonclient.http as http_api
+
+    body = np.array([[bytes(MAX_REQUEST_BYTES + 1024)]], dtype=object)
+    outcomes = {}
+    for protocol, api, url in (("http", http_api, c.http_url), ("grpc", grpc_api, c.grpc_url)):
+        request = api.InferInput("IMAGE", [1, 1], "BYTES")
+        request.set_data_from_numpy(body)
+        client = api.InferenceServerClient(url)
+        try:
+            client.infer("spin_ocr", [request])
+            outcomes[protocol] = "answered"
+        except Exception as e:  # noqa: BLE001 - the outcome is the record: 413, or HTTP's upload cut short by it
+            outcomes[protocol] = f"{type(e).__name__}: {e}"[:300]
+        finally:
+            client.close()
+    return outcomes
+
+
 def run(repository: Path, workdir: Path, replicas: int = 3, concurrency: int = 4, kill_at: float = 15.0,
         restart_after: float = 2.0, settle: float = 10.0, max_seconds: float = 150.0, image: bytes | None = None) -> dict:
     """Both phases (retry policy, then none) on one cluster; the report dict."""
@@ -366,6 +392,7 @@ def run(repository: Path, workdir: Path, replicas: int = 3, concurrency: int = 4
         grpc_text = None
         [grpc_result] = OcrClient(c.grpc_url, "grpc", batch_size=1).recognize([("grpc", image)])
         grpc_text = grpc_result.text if grpc_result.ok else f"ERROR {grpc_result.error}"
+        oversized = oversized_through_balancer(c)
         victim = c.replicas[1]
         phases = {}
         for name, policy in (("with_retry", CLIENT_RETRY), ("without_retry", NO_RETRY)):
@@ -376,6 +403,7 @@ def run(repository: Path, workdir: Path, replicas: int = 3, concurrency: int = 4
         "cluster_startup_s": round(startup, 1),
         "expected_text": expected,
         "grpc_through_balancer": grpc_text,
+        "oversized_through_balancer": oversized,
         "adapter_query": adapter_query(f'namespace="{NAMESPACE}",pod=~"replica-.*"'),
         "phases": phases,
         "cpus": os.cpu_count(),

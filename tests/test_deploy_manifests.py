@@ -25,8 +25,8 @@ TREES = {
     "kserve": DEPLOY / "kserve",
 }
 EXPECTED_KINDS = {
-    "cpu": {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "PodMonitor", "PersistentVolumeClaim"},
-    "gpu": {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "PodMonitor", "PersistentVolumeClaim"},
+    "cpu": {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "PodMonitor", "PersistentVolumeClaim", "ConfigMap"},
+    "gpu": {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "PodMonitor", "PersistentVolumeClaim", "ConfigMap"},
     "monitoring": {"ConfigMap"},
     "kserve": {"ServingRuntime", "InferenceService", "HorizontalPodAutoscaler", "PodMonitor"},
 }
@@ -132,6 +132,12 @@ def test_dashboard_is_grafana_json(rendered):
     for topic in ("throughput", "p50", "p99", "queue time", "failures by reason", "batch size"):
         assert topic in titles
     assert all(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    # Bad images are answered per image, so Triton's request failures miss them: the preprocessor's own counters.
+    from spinrec.contract import FLAGGED_METRIC, REJECTED_METRIC
+
+    [failures] = [p for p in dashboard["panels"] if "failures by reason" in p["title"].lower()]
+    exprs = " ".join(t["expr"] for t in failures["targets"])
+    assert "nv_inference_request_failure" in exprs and REJECTED_METRIC in exprs and FLAGGED_METRIC in exprs
 
 
 def tritonserver_flags(docs: list[dict]) -> list[str]:
@@ -198,6 +204,36 @@ def test_every_tritonserver_flag_is_accepted(rendered, tree, tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_clients_reach_triton_only_through_the_size_limiting_front(rendered, tmp_path):
+    """Triton 2.51 has no request-size limit, so in each pod its HTTP and gRPC listen on loopback and the
+    Service's ports, like the probes, lead to the `front` container: HAProxy with spinrec.serving.front's
+    configuration, the one the hostile-traffic test runs (tests/test_hostile_memory.py)."""
+    from spinrec.serving import front
+
+    expected = front.haproxy_config("0.0.0.0", 8000, 8001, "127.0.0.1:8010", "127.0.0.1:8011")
+    assert (DEPLOY / "kubernetes" / "base" / "haproxy.cfg").read_text() == expected, "regenerate it: see base/kustomization.yaml"
+    (tmp_path / "haproxy.cfg").write_text(expected)
+    subprocess.run([front.haproxy_binary(), "-c", "-q", "-f", str(tmp_path / "haproxy.cfg")], check=True)
+    for tree in ("cpu", "gpu"):
+        docs = rendered[tree]
+        [deployment] = [d for d in docs if d["kind"] == "Deployment"]
+        [service] = [d for d in docs if d["kind"] == "Service"]
+        [configmap] = [d for d in docs if d["kind"] == "ConfigMap"]
+        pod = deployment["spec"]["template"]["spec"]
+        containers = {c["name"]: c for c in pod["containers"]}
+        assert {p["name"]: p["containerPort"] for p in containers["front"]["ports"]} == {"http": 8000, "grpc": 8001}
+        assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {"http": "http", "grpc": "grpc", "metrics": "metrics"}
+        assert configmap["data"]["haproxy.cfg"] == expected
+        mounted = {v["name"]: v for v in pod["volumes"]}
+        [mount] = containers["front"]["volumeMounts"]
+        assert mounted[mount["name"]]["configMap"]["name"] == configmap["metadata"]["name"]
+        assert {containers["triton"][k]["httpGet"]["port"] for k in ("startupProbe", "readinessProbe", "livenessProbe")} == {8000}
+        flags = dict(f.split("=", 1) for f in tritonserver_flags(docs) if "=" in f)  # tritonserver keeps the last
+        assert (flags["--http-address"], flags["--grpc-address"]) == ("127.0.0.1", "127.0.0.1"), tree
+        assert (flags["--http-port"], flags["--grpc-port"]) == ("8010", "8011"), tree
+        assert flags.get("--metrics-address", "0.0.0.0") == "0.0.0.0", tree
 
 
 def test_probe_paths_answer_on_a_real_server(rendered, triton_server):

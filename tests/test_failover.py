@@ -41,6 +41,14 @@ def test_balancer_serves_both_protocols(report):
     assert report["grpc_through_balancer"] == report["expected_text"]
 
 
+def test_balancer_refuses_oversized_requests(report):
+    """The replicas' balancer keeps the one-server front's request-size limit (spinrec.serving.front)."""
+    refused = report["oversized_through_balancer"]
+    assert "413" in refused["grpc"], refused
+    # An HTTP client still uploading may see the connection close before it reads the 413.
+    assert "413" in refused["http"] or refused["http"].startswith(("BrokenPipeError", "ConnectionResetError")), refused
+
+
 @pytest.mark.parametrize("phase", ["with_retry", "without_retry"])
 def test_prometheus_sees_the_replica_down_then_up_and_throughput_recovers(report, phase):
     p = report["phases"][phase]

@@ -27,13 +27,26 @@ from spinrec.preprocess import MAX_REQUEST_BYTES
 _BUFFER_SLACK = 64 * 1024
 
 
+def size_limit(limit: int = MAX_REQUEST_BYTES) -> dict[str, str]:
+    """The HAProxy lines that refuse request bodies over ``limit`` bytes, for any HAProxy in front of Triton
+    (this front, the replicas' balancer of deploy/local/haproxy.cfg): ``global`` (the buffer that holds one
+    request), ``http`` and ``grpc`` (the rules of an HTTP and an h2c frontend)."""
+    return {
+        "global": f"    tune.bufsize {limit + _BUFFER_SLACK}",
+        "http": f"    http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {limit} }}\n"
+                f"    http-request deny deny_status 400 if {{ method POST }} !{{ req.hdr(content-length) -m found }}",
+        "grpc": f"    option http-buffer-request\n    http-request deny deny_status 413 if {{ req.body_size gt {limit} }}",
+    }
+
+
 def haproxy_config(address: str, http_port: int, grpc_port: int, triton_http: str, triton_grpc: str,
                    limit: int = MAX_REQUEST_BYTES, maxconn: int = 64) -> str:
     """The HAProxy configuration: HTTP on ``address:http_port`` -> ``triton_http``, gRPC (h2c) on
     ``address:grpc_port`` -> ``triton_grpc``, both refusing bodies over ``limit`` bytes."""
+    rules = size_limit(limit)
     return f"""global
     maxconn {maxconn}
-    tune.bufsize {limit + _BUFFER_SLACK}
+{rules["global"]}
 defaults
     mode http
     timeout connect 5s
@@ -41,13 +54,11 @@ defaults
     timeout server 300s
 frontend spin_http
     bind {address}:{http_port}
-    http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {limit} }}
-    http-request deny deny_status 400 if {{ method POST }} !{{ req.hdr(content-length) -m found }}
+{rules["http"]}
     default_backend triton_http
 frontend spin_grpc
     bind {address}:{grpc_port} proto h2
-    option http-buffer-request
-    http-request deny deny_status 413 if {{ req.body_size gt {limit} }}
+{rules["grpc"]}
     default_backend triton_grpc
 backend triton_http
     server triton {triton_http}
