@@ -44,6 +44,7 @@ class StartSettings:
     precision: str
     opt_batch: int
     max_batch: int
+    export_options: tuple[str, ...] = ()  # the repository builder's export-check options (SPIN_MAX_ERROR, ...)
 
 
 def settings_from_env(env: Mapping[str, str]) -> StartSettings:
@@ -58,6 +59,13 @@ def settings_from_env(env: Mapping[str, str]) -> StartSettings:
         except ValueError:
             raise BuildError(f"{name}={env[name]!r} is not an integer") from None
     Profile(1, batches["SPIN_OPT_BATCH"], batches["SPIN_MAX_BATCH"])  # refuses a disordered profile
+    export_options: list[str] = []
+    for name, option in (("SPIN_MAX_ERROR", "--max-error"), ("SPIN_NOISE_FACTOR", "--noise-factor")):
+        if env.get(name):
+            try:
+                export_options += [option, repr(float(env[name]))]
+            except ValueError:
+                raise BuildError(f"{name}={env[name]!r} is not a number") from None
     weights = Path(env["SPIN_WEIGHTS"]) if env.get("SPIN_WEIGHTS") else None
     return StartSettings(
         models=Path(env.get("SPIN_MODELS", "/models")),
@@ -66,6 +74,7 @@ def settings_from_env(env: Mapping[str, str]) -> StartSettings:
         precision=precision,
         opt_batch=batches["SPIN_OPT_BATCH"],
         max_batch=batches["SPIN_MAX_BATCH"],
+        export_options=tuple(export_options),
     )
 
 
@@ -147,7 +156,7 @@ def prepare(settings: StartSettings) -> StartPlan:
 
     # --no-int8: the INT8 encoders are the CPU configuration's; calibrating them needs NNCF, OpenVINO and the
     # synthetic generator's fonts and word list, none of which the GPU image has.
-    repo_args = ["--output", str(settings.models), "--if-needed", "--no-int8"]
+    repo_args = ["--output", str(settings.models), "--if-needed", "--no-int8", *settings.export_options]
     if settings.weights is not None:
         repo_args += ["--weights", str(settings.weights)]
     else:

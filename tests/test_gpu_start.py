@@ -39,6 +39,11 @@ def test_settings_from_the_image_environment(tmp_path):
     assert gpu_start.settings_from_env({**ENV, "SPIN_WEIGHTS": str(tmp_path / "absent")}).weights is None
     with pytest.raises(BuildError, match="SPIN_PRECISION='int8'"):
         gpu_start.settings_from_env({**ENV, "SPIN_PRECISION": "int8"})
+    assert gpu_start.settings_from_env(ENV).export_options == ()
+    tolerant = gpu_start.settings_from_env({**ENV, "SPIN_MAX_ERROR": "2e-4", "SPIN_NOISE_FACTOR": "5"})
+    assert tolerant.export_options == ("--max-error", "0.0002", "--noise-factor", "5.0")
+    with pytest.raises(BuildError, match="SPIN_MAX_ERROR='tight' is not a number"):
+        gpu_start.settings_from_env({**ENV, "SPIN_MAX_ERROR": "tight"})
     with pytest.raises(BuildError, match="SPIN_MAX_BATCH='lots' is not an integer"):
         gpu_start.settings_from_env({**ENV, "SPIN_MAX_BATCH": "lots"})
     with pytest.raises(BuildError, match="min <= opt <= max"):
@@ -134,11 +139,12 @@ def test_start_prepares_everything_up_to_the_gpu(offsets, tmp_path, capsys):
     checkpoint = tmp_path / "w.safetensors"
     weights.save(SPIN(SPINConfig(offsets=offsets, **SMALL)).eval(), checkpoint)
     models = tmp_path / "models"
-    env = {**ENV, "SPIN_MODELS": str(models), "SPIN_WEIGHTS": str(checkpoint)}
+    env = {**ENV, "SPIN_MODELS": str(models), "SPIN_WEIGHTS": str(checkpoint), "SPIN_MAX_ERROR": "3e-4"}
     with pytest.raises(BuildError, match="nvidia-smi not found"):
         gpu_start.prepare(gpu_start.settings_from_env(env))
     assert (models / "spin_encoder" / "1" / "model.onnx").is_file()
     assert read_record(models)["int8"] == {}  # no INT8 calibration: the image lacks NNCF, OpenVINO and the fonts
+    assert read_record(models)["onnx"]["tolerance"] >= 3e-4  # SPIN_MAX_ERROR reached the export check
     assert (models / gpu_start.PLUGIN_GRAPH).is_file() == offsets
     assert (models / gpu_start.PLUGIN_GRAPH.with_suffix(".json")).is_file() == offsets
     assert f"checkpoint offsets={offsets}: {'plugin' if offsets else 'decomposed'} graph, fp16 engine" in capsys.readouterr().err
