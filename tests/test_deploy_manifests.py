@@ -230,6 +230,7 @@ def test_clients_reach_triton_only_through_the_size_limiting_front(rendered, tmp
         [mount] = containers["front"]["volumeMounts"]
         assert mounted[mount["name"]]["configMap"]["name"] == configmap["metadata"]["name"]
         assert {containers["triton"][k]["httpGet"]["port"] for k in ("startupProbe", "readinessProbe", "livenessProbe")} == {8000}
+        assert containers["front"]["livenessProbe"]["tcpSocket"]["port"] == "http"
         flags = dict(f.split("=", 1) for f in tritonserver_flags(docs) if "=" in f)  # tritonserver keeps the last
         assert (flags["--http-address"], flags["--grpc-address"]) == ("127.0.0.1", "127.0.0.1"), tree
         assert (flags["--http-port"], flags["--grpc-port"]) == ("8010", "8011"), tree
