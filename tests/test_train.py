@@ -166,7 +166,8 @@ def test_export_writes_a_checkpoint_that_loads_with_the_run_weights(tmp_path):
     assert "1 of 4 read right, **25.0 %**" in card and "| -stn | 0.0 % |" in card and (tmp_path / "real_crops_misses.png").exists()
     # 0.99, 0.98, 0.97 right: the threshold 0.970 keeps 3 of 8 held-out readings; on the real crops 1, right.
     assert "confidence >= 0.970" in card and "keeps 37.5 %" in card and "it keeps 1 of 4, 1 of them right" in card
-    assert "## Served precision" in card and "| int8 | openvino int8 | heldout2000 | 2000 | 90.90 % | -0.05 |" in card
+    [int8_row] = [line for line in gate.read_text().splitlines() if line.startswith("| int8 | openvino int8 | heldout2000 |")]
+    assert "## Served precision" in card and int8_row in card
     loaded = weights.load(tmp_path / "w.safetensors")
     assert loaded.config == TINY
     for key, value in trainer.model.state_dict().items():
