@@ -11,11 +11,12 @@ text mask, OpenCV bends (curved baseline), rotates and warps it, composites it o
 textured background with a foreground color of controlled contrast, then blurs, adds noise, lowers the
 resolution and JPEG-compresses.
 
-Two styles (``SynthConfig.style``): ``plain`` is the renderer above, bit for bit as before issue 13;
+Styles (``SynthConfig.style``): ``plain`` is the renderer above, bit for bit as before issue 13;
 ``scene`` (the default) sends most samples through :mod:`spinrec.training.scene` instead (outlines, shadows, 3D and
 embossed text, arcs and waves, strong rotation, neighbouring glyphs clipped by the crop, cluttered procedural
 backgrounds, uneven light, defocus, low resolution) and mixes in script fonts, with every share in
-``SynthConfig.mix`` (:class:`spinrec.training.scene.SceneMix`).
+``SynthConfig.mix`` (:class:`spinrec.training.scene.SceneMix`); ``trdg`` hands the same texts and fonts to the
+trdg package's renderer (:mod:`spinrec.training.trdg_style`, an optional dependency) for comparison.
 
 Labels are the rendered text; the training label is ``Charset.encode(text)`` (PaddleOCR's SPINLabelEncode:
 lowercased, symbols outside the dictionary dropped, too-long or empty samples skipped).
@@ -376,7 +377,7 @@ def render(text: str, font_path: str, rng: np.random.Generator) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- source
 
 
-STYLES = ("scene", "plain")
+STYLES = ("scene", "plain", "trdg")
 #: Wide glyphs for neighbouring words: a clipped piece of one is not mistaken for a whole thin glyph.
 NEIGHBOUR_GLYPHS = "ABCDEGHKMNOPRSUVWXYZabdeghkmnopqsuvwxyz02345689"
 
@@ -384,7 +385,7 @@ NEIGHBOUR_GLYPHS = "ABCDEGHKMNOPRSUVWXYZabdeghkmnopqsuvwxyz02345689"
 @dataclass(frozen=True)
 class SynthConfig:
     """Where text and fonts come from, which split of the font families to use, the rendering style
-    (``scene`` or ``plain``) and the scene effects' shares (a dict is accepted, as read from a run's JSON)."""
+    (``scene``, ``plain`` or ``trdg``) and the scene effects' shares (a dict is accepted, as read from a run's JSON)."""
 
     split: str = "train"
     heldout_fraction: float = 0.2
@@ -419,6 +420,10 @@ class WordImages:
         self.family_names = sorted(self.families)
         self.scripts = discover_fonts(tuple(cfg.font_dirs), cfg.split, cfg.heldout_fraction, scripts=True)
         self.words = read_words(cfg.word_list, cfg.max_text_length)
+        if cfg.style == "trdg":
+            from spinrec.training.trdg_style import trdg_modules
+
+            trdg_modules()  # a missing trdg fails here, not later in a data worker
 
     def _font(self, rng: np.random.Generator) -> Font:
         """A family drawn uniformly, then one of its files, so families with many weights are not favoured."""
@@ -439,7 +444,16 @@ class WordImages:
             else:
                 font = self._font(rng)
             if set(text) <= font.glyphs:
-                return (self._scene(text, font, rng) if scene else render(text, font.path, rng)), text
+                image = self._render(text, font, rng, scene)
+                if image is not None:
+                    return image, text
+
+    def _render(self, text: str, font: Font, rng: np.random.Generator, scene: bool) -> np.ndarray | None:
+        if self.config.style == "trdg":
+            from spinrec.training.trdg_style import render_trdg  # an experiment dependency, imported on use
+
+            return render_trdg(text, font.path, rng)
+        return self._scene(text, font, rng) if scene else render(text, font.path, rng)
 
     def _scene(self, text: str, font: Font, rng: np.random.Generator) -> np.ndarray:
         """``text`` laid out (with neighbouring glyphs in ``mix.neighbours``) and photographed by
