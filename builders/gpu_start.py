@@ -28,6 +28,7 @@ from typing import Mapping, Sequence
 
 from builders.build_engine import PRECISIONS, BuildOptions, Profile, sha256_of
 from builders.tensorrt_env import BuildError
+from spinrec.export.repository import export_check_options
 from spinrec.runtime.tensorrt_encoder import TensorRTError
 from spinrec.contract import CHECKPOINT, ENCODER, ONNX as DECOMPOSED_GRAPH, PLAN
 
@@ -59,13 +60,12 @@ def settings_from_env(env: Mapping[str, str]) -> StartSettings:
         except ValueError:
             raise BuildError(f"{name}={env[name]!r} is not an integer") from None
     Profile(1, batches["SPIN_OPT_BATCH"], batches["SPIN_MAX_BATCH"])  # refuses a disordered profile
-    export_options: list[str] = []
-    for name, option in (("SPIN_MAX_ERROR", "--max-error"), ("SPIN_NOISE_FACTOR", "--noise-factor")):
-        if env.get(name):
-            try:
-                export_options += [option, repr(float(env[name]))]
-            except ValueError:
-                raise BuildError(f"{name}={env[name]!r} is not a number") from None
+    tolerances: dict[str, float | None] = {}
+    for name in ("SPIN_MAX_ERROR", "SPIN_NOISE_FACTOR"):
+        try:
+            tolerances[name] = float(env[name]) if env.get(name) else None
+        except ValueError:
+            raise BuildError(f"{name}={env[name]!r} is not a number") from None
     weights = Path(env["SPIN_WEIGHTS"]) if env.get("SPIN_WEIGHTS") else None
     return StartSettings(
         models=Path(env.get("SPIN_MODELS", "/models")),
@@ -74,7 +74,7 @@ def settings_from_env(env: Mapping[str, str]) -> StartSettings:
         precision=precision,
         opt_batch=batches["SPIN_OPT_BATCH"],
         max_batch=batches["SPIN_MAX_BATCH"],
-        export_options=tuple(export_options),
+        export_options=tuple(export_check_options(tolerances["SPIN_MAX_ERROR"], tolerances["SPIN_NOISE_FACTOR"])),
     )
 
 

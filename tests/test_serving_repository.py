@@ -262,6 +262,7 @@ def test_export_keeps_the_sigmoid_tail_of_a_dark_offset_under_a_closed_gate(tmp_
 
     from spinrec.export import onnx_export
     from spinrec.models import SPIN, SPINConfig
+
     torch.manual_seed(5)
     model = SPIN(SPINConfig(backbone_out_channels=64, neck_hidden_size=32, neck_out_channels=(32, 64), head_hidden_size=32)).eval()
     with torch.no_grad():

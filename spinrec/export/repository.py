@@ -107,12 +107,22 @@ def needs_build(output: Path, weights: Path | None = None, int8: bool = True) ->
     if missing:
         return f"missing {', '.join(missing)}"
     wanted = identity(resolve_weights(weights))
-    built = (read_record(output) or {}).get("identity")
-    if built != wanted:
-        return f"built from [{built}], wanted [{wanted}]"
-    if int8 and not (read_record(output) or {}).get("int8"):
+    record = read_record(output) or {}
+    if record.get("identity") != wanted:
+        return f"built from [{record.get('identity')}], wanted [{wanted}]"
+    if int8 and not record.get("int8"):
         return "no INT8 encoders"
     return None
+
+
+def export_check_options(max_error: float | None = None, noise_factor: float | None = None) -> list[str]:
+    """This builder's command-line options for the export check (``--max-error``, ``--noise-factor``), for
+    the callers that run it as a command (the launcher, the GPU image's start); None leaves the default."""
+    out: list[str] = []
+    for option, value in (("--max-error", max_error), ("--noise-factor", noise_factor)):
+        if value is not None:
+            out += [option, repr(float(value))]
+    return out
 
 
 def _copy_sources(output: Path) -> None:

@@ -202,11 +202,7 @@ def _die_with_parent() -> None:
 
 def builder_options(args: argparse.Namespace) -> list[str]:
     """The builder's command-line options among the launcher's arguments."""
-    out = []
-    for name in ("max_error", "noise_factor"):
-        if getattr(args, name) is not None:
-            out += [f"--{name.replace('_', '-')}", repr(getattr(args, name))]
-    return out
+    return repository.export_check_options(args.max_error, args.noise_factor)
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
