@@ -7,24 +7,39 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"  # ldconfig, when the caller's PATH lacks the sbin folders
 dev=false
 [ "${1:-}" = "--dev" ] && dev=true
+can_apt=false
+command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && can_apt=true
+apt_updated=false
+# Installs those of the Debian packages named that are not installed (each step below is keyed on the packages
+# it installs, nothing else); a policy-rc.d, where the machine has none, keeps their services from starting.
+apt_install_missing() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    $can_apt || { echo "setup: not root or no apt-get: install the Debian packages ${missing[*]}"; return 1; }
+    $apt_updated || { apt-get update -qq && apt_updated=true; } || return 1
+    local own_policy=false rc=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=true; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+    if $own_policy; then rm -f /usr/sbin/policy-rc.d; fi
+    return $rc
+}
 # perf_analyzer links libb64; the Python-backend stub embeds the system libpython3.11.
-if ! ldconfig -p | grep -q libb64.so.0d || ! ldconfig -p | grep -q libpython3.11.so.1; then
-    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-        (apt-get update -qq && apt-get install -y -qq libb64-0d libpython3.11 >/dev/null) || echo "setup: apt-get failed"
-    else
-        echo "setup: install libb64-0d and libpython3.11 (Debian packages) for perf_analyzer and the Triton Python backend"
-    fi
-fi
+apt_install_missing libb64-0d libpython3.11 || echo "setup: libb64-0d/libpython3.11 install failed; perf_analyzer or the Triton Python backend will not start"
+# HAProxy: the front proxy on the served ports (spinrec/serving/front.py refuses oversized requests before Triton
+# copies them); without it the launcher serves Triton directly and warns.
+apt_install_missing haproxy || echo "setup: haproxy install failed; the server will run without its front proxy (see the launcher's warning)"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-if $dev && ! command -v shellcheck >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+if $dev; then
     # The shell scripts' static check (tests/test_gpu_start.py: scripts/gpu_check.sh cannot run without a GPU).
-    (apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null) || echo "setup: shellcheck install failed"
-fi
-if $dev && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && [ ! -f /usr/share/dict/words ]; then
-    # The synthetic word generator's word list and fonts (spinrec/training/synth.py holds 20 % of the font families
-    # out of training by a hash of their names, so the split is the same on every machine with these).
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends wamerican fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf \
+    apt_install_missing shellcheck || echo "setup: shellcheck install failed"
+    # The synthetic word generator's word list and fonts, for training and its tests (spinrec/training/synth.py holds
+    # 20 % of the font families out of training by a hash of their names, so the split is the same on every machine
+    # with these). Building and serving need neither: the INT8 calibration images ship with the package.
+    apt_install_missing wamerican fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf \
         fonts-urw-base35 fonts-open-sans fonts-roboto-unhinted fonts-lato fonts-croscore fonts-crosextra-carlito \
         fonts-crosextra-caladea fonts-cantarell fonts-comic-neue fonts-cabin fonts-linuxlibertine fonts-texgyre \
         fonts-inconsolata fonts-hack fonts-b612 fonts-beteckna fonts-courier-prime fonts-comfortaa fonts-adf-accanthis \
@@ -32,18 +47,10 @@ if $dev && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && [ ! -f /usr/sh
         fonts-clear-sans fonts-anonymous-pro fonts-arkpandora fonts-cmu fonts-breip fonts-dkg-handwriting \
         fonts-league-spartan fonts-junicode fonts-oldstandard fonts-sil-gentium fonts-sil-charis fonts-sil-andika \
         fonts-quicksand fonts-firacode fonts-noto-mono fonts-paratype fonts-ebgaramond fonts-go fonts-jetbrains-mono \
-        fonts-stix fonts-femkeklaver fonts-fantasque-sans fonts-isabella fonts-kristi fonts-tomsontalks >/dev/null \
+        fonts-stix fonts-femkeklaver fonts-fantasque-sans fonts-isabella fonts-kristi fonts-tomsontalks \
         || echo "setup: font/word-list install failed; the synthetic data tests will fail"
-fi
-if $dev && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && ! { command -v haproxy && command -v prometheus; } >/dev/null; then
-    # HAProxy: the front proxy that refuses oversized requests before Triton (spinrec/serving/front.py) and the
-    # load balancer of the multi-replica failover test (tests/test_failover.py), with Prometheus for the latter;
-    # a policy-rc.d (where the machine has none) keeps the packages' own services from starting.
-    own_policy=false
-    if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=true; fi
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy prometheus >/dev/null) \
-        || echo "setup: haproxy/prometheus install failed; the failover test will be skipped"
-    if $own_policy; then rm -f /usr/sbin/policy-rc.d; fi
+    # Prometheus: the multi-replica failover test (tests/test_failover.py) scrapes the replicas with it.
+    apt_install_missing prometheus || echo "setup: prometheus install failed; the failover test will be skipped"
 fi
 if ! $dev; then
     .venv/bin/python -m pip install -q -e ".[serve,torch]"

@@ -152,7 +152,7 @@ def start_triton(repository: Path, log: Path, extra_args: tuple[str, ...] = (), 
     (``extra_args`` pass through the launcher to tritonserver)."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     cmd = [
-        python, "-m", "spinrec.serving.launch", "--no-build",
+        python, "-m", "spinrec.serving.launch", "--no-build", "--front", "off",  # Triton itself; tests/test_front.py serves the default way
         "--model-repository", str(repository),
         "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
         "--exit-timeout-secs=10",  # passed through to tritonserver

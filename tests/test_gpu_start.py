@@ -155,9 +155,9 @@ def test_start_prepares_everything_up_to_the_gpu(offsets, tmp_path, capsys):
 
 def test_shell_scripts_pass_shellcheck():
     """scripts/gpu_check.sh runs only on a GPU host with Docker, the image's entrypoint only in the image: here
-    they are at least checked statically."""
+    they are at least checked statically, with the other shell scripts (setup, serve, test, CI, the fresh-machine test)."""
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck not installed (scripts/setup.sh --dev installs it as root)")
-    scripts = [ROOT / "scripts" / "gpu_check.sh", ROOT / "docker" / "entrypoint.sh"]
+    scripts = [*sorted((ROOT / "scripts").glob("*.sh")), ROOT / "docker" / "entrypoint.sh", ROOT / "tests" / "fresh_machine.sh", ROOT / ".ci" / "run"]
     done = subprocess.run(["shellcheck", "--shell=bash", *map(str, scripts)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import WORDS, _stop, start_triton
+from conftest import DEFAULT_WEIGHTS, WORDS, _stop, start_triton
 from spinrec.contract import INT8_FILES, ONNX
 from spinrec.runtime import effective_precision, open_encoder
 
@@ -39,12 +39,25 @@ def test_int8_without_artifact_falls_back_to_fp32_with_a_warning(built_repositor
 
 
 @pytest.fixture(scope="module")
-def int8_repository(tmp_path_factory, checkpoint):
-    """A repository built as the builder builds by default (INT8 encoders included) from the test checkpoint
-    (published architecture, GA-SPIN with TPS and offsets)."""
+def int8_repository(tmp_path_factory):
+    """A repository built as the builder builds by default (INT8 encoders included) from the shipped default,
+    which passes the builder's INT8 gate."""
     from builders.build_repository import main
 
+    if not DEFAULT_WEIGHTS.exists():
+        pytest.skip(f"{DEFAULT_WEIGHTS} is not in this checkout")
     out = tmp_path_factory.mktemp("int8_repository")
+    assert main(["--output", str(out), "--weights", str(DEFAULT_WEIGHTS)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def gated_repository(tmp_path_factory, checkpoint):
+    """The default build of the random-weight test checkpoint (published architecture, GA-SPIN complete):
+    INT8 scrambles what it reads, as it did a converted PaddleOCR checkpoint (0 of 8 texts through Triton)."""
+    from builders.build_repository import main
+
+    out = tmp_path_factory.mktemp("gated_repository")
     assert main(["--output", str(out), "--weights", str(checkpoint)]) == 0
     return out
 
@@ -64,6 +77,30 @@ def test_build_records_int8(int8_repository):
     assert record["int8"] == {runtime: str(ONNX.with_name(name)) for runtime, name in INT8_FILES.items()}
     for name in INT8_FILES.values():
         assert (int8_repository / ONNX.with_name(name)).is_file()
+    gate = record["int8_gate"]
+    assert gate["passes"] and gate["images"] == 512 and gate["identical"] >= gate["min_identical"]
+    assert gate["fp32_word_accuracy"] - gate["int8_word_accuracy"] <= gate["max_drop_points"] / 100
+    assert record["precision"]["served"] == "int8"
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_fails_the_int8_gate_is_served_fp32_with_the_reason(gated_repository, checkpoint, tmp_path):
+    """The builder's gate refuses INT8 for the random-weight checkpoint: no INT8 graph is left beside the float
+    one, build.json says why, and the server's log repeats it while the encoder serves fp32."""
+    record = json.loads((gated_repository / "build.json").read_text())
+    gate = record["int8_gate"]
+    assert not gate["passes"] and gate["identical"] < gate["min_identical"], gate
+    assert record["int8"] == {} and record["precision"]["served"] == "fp32"
+    assert record["precision"]["reason"].startswith("failed the INT8 gate: int8 read ") and gate["reason"] in record["precision"]["reason"]
+    assert not any((gated_repository / ONNX.with_name(name)).exists() for name in INT8_FILES.values())
+    from spinrec.export.repository import needs_build
+
+    assert needs_build(gated_repository, checkpoint) is None  # a failed gate is an answer: no rebuild at every start
+    server = start_triton(gated_repository, tmp_path / "server.log")
+    _stop(server.process)
+    log = server.log.read_text()
+    assert "spin_encoder: encoder on openvino, precision fp32 (int8 configured" in log
+    assert f"the build served fp32: {record['precision']['reason']}" in log
 
 
 @pytest.mark.slow
@@ -97,11 +134,11 @@ def test_onnxruntime_qdq_keeps_transform_and_lstms_float(int8_repository):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("runtime, bound", [("openvino", 0.3), ("onnxruntime", 0.7)])
+@pytest.mark.parametrize("runtime, bound", [("openvino", 0.05), ("onnxruntime", 1.0)])
 def test_int8_features_close_to_fp32(int8_repository, images, runtime, bound):
-    """Physical check against the float graph: int8 moves the features of this untrained, margin-free model by
-    a bounded amount (measured: NNCF 0.18, ONNX Runtime's min-max QDQ 0.47-0.51 relative L2, whatever its
-    activation type or range reduction; bf16 0.08), while the float runtimes agree to 1e-5."""
+    """Physical check against the float graph: int8 moves the shipped default's features by a bounded amount
+    (measured on these words: NNCF 0.011 relative L2; ONNX Runtime's min-max QDQ, which is not served, 0.76),
+    while the float runtimes agree to 1e-5."""
     onnx_path = int8_repository / ONNX
     fp32 = open_encoder(runtime, onnx_path, 2, "fp32")(images)
     encoder = open_encoder(runtime, onnx_path, 2, "int8")

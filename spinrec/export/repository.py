@@ -110,7 +110,7 @@ def needs_build(output: Path, weights: Path | None = None, int8: bool = True) ->
     record = read_record(output) or {}
     if record.get("identity") != wanted:
         return f"built from [{record.get('identity')}], wanted [{wanted}]"
-    if int8 and not record.get("int8"):
+    if int8 and record.get("int8_gate") is None:  # a gate that failed is an answer; no gate means never tried
         return "no INT8 encoders"
     return None
 
@@ -203,15 +203,29 @@ def build(
     for name in INT8_FILES.values():  # an INT8 encoder of an earlier checkpoint must not outlive its float graph
         for stale in (onnx_path.with_name(name), onnx_path.with_name(name).with_suffix(".bin")):
             stale.unlink(missing_ok=True)
-    int8_files = {}
+    int8_files: dict[str, str] = {}
+    int8_gate: dict | None = None
+    precision = {"served": "fp32", "reason": "built with --no-int8"}
     if int8:
-        from spinrec.export.quantize import build_int8
+        from spinrec.export.quantize import build_gate, build_int8
 
         steps.set_postfix_str("quantize INT8")
         try:
-            int8_files = {runtime: str(path.relative_to(output)) for runtime, path in build_int8(onnx_path).items()}
+            built = build_int8(onnx_path)
+            steps.set_postfix_str("INT8 gate")
+            int8_gate = build_gate(onnx_path, checkpoint)
         except (RuntimeError, ValueError) as e:  # NNCF's and ONNX Runtime's quantizers say what failed; the float build stands
             raise BuildError(f"INT8 quantization failed: {e}") from e
+        if int8_gate["passes"]:
+            int8_files = {runtime: str(path.relative_to(output)) for runtime, path in built.items()}
+            precision = {"served": "int8", "reason": f"passed the INT8 gate ({100 * int8_gate['identical']:.1f} % identical texts)"}
+        else:
+            # Served int8 would read differently from the checkpoint: remove it, so the encoder serves fp32.
+            for path in built.values():
+                path.unlink()
+                path.with_suffix(".bin").unlink(missing_ok=True)
+            precision = {"served": "fp32", "reason": f"failed the INT8 gate: {int8_gate['reason']}"}
+        print(f"build_repository: INT8 gate: {'pass' if int8_gate['passes'] else 'FAIL'}, {precision['reason']}", file=sys.stderr)
 
     steps.set_postfix_str("charset")
     charset.to_file(str(output / CHARSET))
@@ -237,6 +251,8 @@ def build(
         },
         "artifacts": {str(a): (output / a).stat().st_size for a in ARTIFACTS if a != RECORD},
         "int8": int8_files,
+        "int8_gate": int8_gate,
+        "precision": precision,
         "versions": {
             "spinrec": __version__,
             "torch": torch.__version__,
@@ -283,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     kind = "UNTRAINED (reads nothing)" if record["untrained"] else record["checkpoint"]["source"]
     print(
-        f"build_repository: built {args.output} from {kind}; "
+        f"build_repository: built {args.output} from {kind}; CPU encoder serves {record['precision']['served']} "
+        f"({record['precision']['reason']}); "
         f"ONNX vs PyTorch relative error {record['onnx']['max_relative_error_vs_torch']:.2e} "
         f"(tolerance {record['onnx']['tolerance']:.2e}; PyTorch's float32 noise {record['onnx']['torch_float32_noise']:.2e})"
     )

@@ -92,7 +92,10 @@ def open_encoder(kind: str, artifact: Any, threads: int | None = None, precision
     int8_graph = int8_artifact(kind, artifact)
     if precision == "int8" and not int8_graph.is_file():
         # The served config asks for int8; a repository built without it still serves, in fp32.
-        warnings.warn(f"encoder precision int8: {int8_graph} is missing (the repository was built with --no-int8); running fp32")
+        warnings.warn(
+            f"encoder precision int8: {int8_graph} is missing (the repository was built with --no-int8, or its checkpoint "
+            "failed the builder's INT8 gate: build.json says which); running fp32"
+        )
         precision = "fp32"
     encoder: Encoder
     if kind == "onnxruntime":

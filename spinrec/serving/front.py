@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+from typing import Callable
 
 from spinrec.preprocess import MAX_REQUEST_BYTES
 
@@ -74,14 +76,22 @@ def haproxy_binary() -> str:
     return found
 
 
-def start(config: str, directory: str) -> subprocess.Popen:
-    """HAProxy in the foreground on ``config`` (written into ``directory``), after checking it."""
+def start(config: str, directory: str, preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen:
+    """HAProxy in the foreground on ``config`` (written into ``directory``), after checking it; ``preexec_fn``
+    runs in the child before HAProxy (the launcher ties HAProxy's life to its own there)."""
     path = os.path.join(directory, "haproxy.cfg")
     with open(path, "w") as f:
         f.write(config)
     binary = haproxy_binary()
     subprocess.run([binary, "-c", "-q", "-f", path], check=True)
-    return subprocess.Popen([binary, "-db", "-f", path])
+    return subprocess.Popen([binary, "-db", "-f", path], preexec_fn=preexec_fn)
+
+
+def stop(proxy: subprocess.Popen) -> None:
+    """HAProxy's soft stop (SIGUSR1): it closes its listeners at once and exits when the requests in flight are
+    answered (SIGTERM, its hard stop, would cut them)."""
+    if proxy.poll() is None:
+        proxy.send_signal(signal.SIGUSR1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,11 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="spinrec-front-") as tmp:
         proxy = start(config, tmp)
-        try:
-            return proxy.wait()
-        except KeyboardInterrupt:
-            proxy.terminate()
-            return proxy.wait()
+        # systemd, supervisors and Kubernetes send SIGTERM, a terminal SIGINT: either stops HAProxy before this
+        # process exits, and the temporary folder goes with it (Python's default SIGTERM would leave both).
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda _signum, _frame: stop(proxy))
+        code = proxy.wait()
+        return 0 if code < 0 else code
 
 
 if __name__ == "__main__":

@@ -11,8 +11,14 @@ interpreter's ``pyvenv.cfg``), so the launcher puts this interpreter's directory
 The repository is built first (:mod:`spinrec.export.repository`) when its artifacts are missing or were
 built from other weights than the ones asked for (``--max-error`` and ``--noise-factor`` go to the
 builder). Unknown options pass through to ``tritonserver``
-(e.g. ``--log-verbose=1`` or ``-- --exit-timeout-secs=5``). The launcher stays in the foreground,
-forwards SIGINT/SIGTERM to the server and exits with its status.
+(e.g. ``--log-verbose=1`` or ``-- --exit-timeout-secs=5``).
+
+The HTTP and gRPC ports are served through the front proxy (:mod:`spinrec.serving.front`: HAProxy refusing
+oversized requests before Triton copies them, which Triton 2.51 cannot do itself) with Triton on loopback-only
+internal ports, as in every Kubernetes pod; ``--front off`` serves Triton directly, and so does ``auto`` (the
+default) where HAProxy is not installed, with a warning that names the memory risk. The metrics port is
+Triton's own (GET only). The launcher stays in the foreground; on SIGINT or SIGTERM it stops HAProxy (soft
+stop) and Triton together, removes their temporary files and exits with Triton's status.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from pathlib import Path
 
 from spinrec.export import repository
 from spinrec.contract import CPU_CONFIG, PLAN
+from spinrec.serving import front
 
 DEFAULT_REPOSITORY = repository.DEFAULT_OUTPUT
 # Where spinrec/kernels/spinBlendPlugin's README builds the TensorRT plugin the engine's SpinBlend node needs.
@@ -172,14 +179,18 @@ def ensure_built(output: Path, weights: Path | None, rebuild: bool, options: lis
         ), file=sys.stderr, flush=True)
 
 
-def server_command(args: argparse.Namespace, binary: Path, backend_dir: Path | None, config: str | None, extra: list[str]) -> list[str]:
+def server_command(args: argparse.Namespace, binary: Path, backend_dir: Path | None, config: str | None, extra: list[str],
+                   internal: tuple[int, int] | None = None) -> list[str]:
+    """tritonserver's command line; ``internal``: the (HTTP, gRPC) ports on 127.0.0.1 it serves behind the front
+    proxy, which then holds the public ones (None: Triton serves ``args``' address and ports itself)."""
+    address, http_port, grpc_port = ("127.0.0.1", *internal) if internal else (args.address, args.http_port, args.grpc_port)
     cmd = [
         str(binary),
         f"--model-repository={args.model_repository}",
-        f"--http-address={args.address}",
-        f"--http-port={args.http_port}",
-        f"--grpc-address={args.address}",
-        f"--grpc-port={args.grpc_port}",
+        f"--http-address={address}",
+        f"--http-port={http_port}",
+        f"--grpc-address={address}",
+        f"--grpc-port={grpc_port}",
         f"--metrics-address={args.address}",
         f"--metrics-port={args.metrics_port}",
         *LOG_LEVELS[args.log_level],
@@ -198,6 +209,29 @@ def _die_with_parent() -> None:
     """Runs in the child before exec: the server gets SIGTERM if the launcher dies, even by SIGKILL."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+FRONT_MISSING = (
+    "launch: WARNING: haproxy is not installed, so Triton serves the public ports itself. Triton 2.51 has no "
+    "request-size limit: it copies every request into shared memory that does not shrink, so large requests grow "
+    "the server without bound (ten 50 MB requests took it from 594 to 2,115 MiB). Install HAProxy (Debian: apt-get "
+    "install haproxy; scripts/setup.sh does) to serve behind the front proxy."
+)
+
+
+def use_front(mode: str) -> bool:
+    """Whether the public ports go through the front proxy: ``on`` (HAProxy required), ``off``, or ``auto``
+    (when HAProxy is installed; otherwise Triton directly, after :data:`FRONT_MISSING`)."""
+    if mode == "off":
+        return False
+    try:
+        front.haproxy_binary()
+    except FileNotFoundError as e:
+        if mode == "on":
+            raise LaunchError(f"--front on: {e}") from None
+        print(FRONT_MISSING, file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 def builder_options(args: argparse.Namespace) -> list[str]:
@@ -225,6 +259,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "--plugin", type=Path, default=DEFAULT_PLUGIN,
         help="the SpinBlend TensorRT plugin, loaded with the TensorRT configuration (default: $SPIN_PLUGIN_LIBRARY or %(default)s)",
     )
+    parser.add_argument(
+        "--front", choices=("auto", "on", "off"), default="auto",
+        help="serve the HTTP and gRPC ports through the size-limiting front proxy (HAProxy) with Triton on loopback-only "
+        "internal ports: on, off, or auto = on where haproxy is installed (default: %(default)s)",
+    )
     parser.add_argument("--weights", type=Path, help="build the repository from this safetensors checkpoint")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the repository even if it looks current")
     parser.add_argument("--no-build", action="store_true", help="serve the repository as it is")
@@ -240,6 +279,43 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     return args, extra
 
 
+def serve(cmd: list[str], args: argparse.Namespace, internal: tuple[int, int] | None) -> int:
+    """Run Triton (and, with ``internal`` ports, the front proxy on the public ones) until it exits or a signal
+    stops both; returns Triton's exit status."""
+    server = subprocess.Popen(cmd, env=stub_environment(), preexec_fn=_die_with_parent)
+    with tempfile.TemporaryDirectory(prefix="spinrec-front-") as tmp:
+        proxy = None
+        if internal is not None:
+            config = front.haproxy_config(args.address, args.http_port, args.grpc_port, f"127.0.0.1:{internal[0]}", f"127.0.0.1:{internal[1]}")
+            try:
+                proxy = front.start(config, tmp, preexec_fn=_die_with_parent)
+            except (OSError, subprocess.CalledProcessError) as e:
+                server.terminate()
+                server.wait()
+                raise LaunchError(f"the front proxy did not start: {e}") from None
+            print(f"launch: front proxy (HAProxy) on {args.address}:{args.http_port} (HTTP) and :{args.grpc_port} (gRPC), "
+                  f"refusing requests over {front.MAX_REQUEST_BYTES} bytes; Triton on 127.0.0.1:{internal[0]} and :{internal[1]}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+        def stop(signum, _frame) -> None:
+            if proxy is not None:
+                front.stop(proxy)
+            if server.poll() is None:
+                server.send_signal(signum)
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        code = server.wait()
+        if proxy is not None:  # Triton gone (stopped, or crashed): the proxy in front of it goes too
+            front.stop(proxy)
+            try:
+                proxy.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proxy.kill()
+                proxy.wait()
+    return 128 - code if code < 0 else code
+
+
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(argv)
     try:
@@ -247,16 +323,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_build:
             ensure_built(args.model_repository, args.weights, args.rebuild, builder_options(args))
         config = choose_config(args.config, wheel is not None, args.model_repository, args.plugin)
+        internal = (free_port(), free_port()) if use_front(args.front) else None
         with tempfile.TemporaryDirectory(prefix="spinrec-triton-backends-") as tmp:
             backend_dir = layout_backends(wheel, Path(tmp)) if wheel is not None else None
-            cmd = server_command(args, binary, backend_dir, config, extra)
+            cmd = server_command(args, binary, backend_dir, config, extra, internal)
             print("launch: " + " ".join(cmd), file=sys.stderr, flush=True)
-            server = subprocess.Popen(cmd, env=stub_environment(), preexec_fn=_die_with_parent)
-            forward = lambda signum, _frame: server.send_signal(signum)  # noqa: E731
-            signal.signal(signal.SIGINT, forward)
-            signal.signal(signal.SIGTERM, forward)
-            code = server.wait()
-            return 128 - code if code < 0 else code
+            return serve(cmd, args, internal)
     except LaunchError as e:
         print(f"launch: error: {e}", file=sys.stderr)
         return 2

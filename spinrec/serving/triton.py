@@ -16,6 +16,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from spinrec.decoding import Reading
+from spinrec.export.repository import read_record
 from spinrec.preprocess import FLAGS, REJECTIONS, preprocess_outcomes
 from spinrec.contract import (
     CHAR_PROBS, CONFIDENCE, ENCODER_INPUT, ENCODER_OUTPUT, ERROR, FLAG, FLAGGED_METRIC, IMAGE, REJECTED_METRIC, STEP_ERROR, STEP_FLAG, TEXT,
@@ -128,11 +129,15 @@ class EncoderModel(_StageModel):
         try:
             if runtime not in SERVED:  # the others need PyTorch or a GPU: not in this CPU stand-in
                 raise ValueError(f"encoder runtime {runtime!r}: expected one of {', '.join(SERVED)}")
-            self.encoder = open_encoder(runtime, self.artifact("onnx_file", "model.onnx"), self.int_param("threads", 1), self.params.get("precision", "fp32"))
+            self.encoder_graph = self.artifact("onnx_file", "model.onnx")
+            self.encoder = open_encoder(runtime, self.encoder_graph, self.int_param("threads", 1), self.params.get("precision", "fp32"))
         except ValueError as e:
             raise pb_utils.TritonModelException(f"{self.name}: {e}") from None
         # Which runtime and precision serve is the first thing to know about a CPU server's speed and texts.
         asked = "" if self.encoder.requested == self.encoder.precision else f" ({self.encoder.requested} configured, see the warning)"
+        built = (read_record(Path(self.encoder_graph).parents[2]) or {}).get("precision")
+        if built and self.encoder.requested == "int8":
+            asked += f"; the build served {built['served']}: {built['reason']}"
         pb_utils.Logger.log_info(f"{self.name}: encoder on {self.encoder.name}, precision {self.encoder.precision}{asked}")
 
     def execute(self, requests):
