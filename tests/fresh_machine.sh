@@ -23,7 +23,7 @@ if [ "${1:-}" = "--inside" ]; then  # the part that runs in the namespace, on th
     for gone in /usr/share/dict/words haproxy prometheus; do
         if [ -e "$gone" ] || command -v "$gone" >/dev/null; then echo "fresh-machine: FAILED: could not hide $gone" >&2; exit 1; fi
     done
-    git clone -q "$REPO" /tmp/fresh/spin
+    git clone -q --no-local "$REPO" /tmp/fresh/spin
     cd /tmp/fresh/spin
     git checkout -q "$REV"
     [ ! -e .venv ] || { echo "fresh-machine: FAILED: the clone has a .venv" >&2; exit 1; }

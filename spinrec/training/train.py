@@ -44,6 +44,7 @@ from spinrec.training.loss import spin_attention_loss
 from spinrec.evaluation.metrics import RecMetric
 from spinrec.models.spin import SPIN, SPINConfig
 from spinrec.pipeline import Pipeline
+from spinrec.training.real import MixedDataset, RealConfig, RealCrops, read_labelled
 from spinrec.training.synth import SynthConfig, WordImages
 from spinrec.training.widen import BRANCHES, grow_state
 
@@ -57,7 +58,9 @@ class TrainConfig:
     TPS/offset branches is grown first, keeping what it computes, see :mod:`spinrec.training.widen`). ``replay`` > 0 keeps that many earlier
     batches on the device and adds one of them, drawn at random, to every step: each rendered image is
     then trained on about twice, for a GPU whose step rate outruns the data workers (a resumed run
-    starts with an empty buffer)."""
+    starts with an empty buffer). ``eval_real``: a labelled real set (``read_labelled``'s formats) also read at
+    every evaluation (``val_real_*`` in the history; for choosing checkpoints and the data mix, never trained on).
+    ``bf16``: forward and loss under CPU bfloat16 autocast (faster where the CPU has AVX512_BF16 or AMX)."""
 
     steps: int = 60000
     batch_size: int = 64
@@ -78,6 +81,8 @@ class TrainConfig:
     device: str = "cpu"
     init: str = ""
     replay: int = 0
+    eval_real: str = ""
+    bf16: bool = False
 
 
 @dataclass
@@ -85,16 +90,25 @@ class RunConfig:
     model: SPINConfig
     train: TrainConfig
     data: SynthConfig
+    real: RealConfig = RealConfig()
 
     def to_dict(self) -> dict:
-        return {"model": self.model.to_dict(), "train": dataclasses.asdict(self.train), "data": dataclasses.asdict(self.data)}
+        out = {"model": self.model.to_dict(), "train": dataclasses.asdict(self.train), "data": dataclasses.asdict(self.data)}
+        if self.real != RealConfig():  # a synthetic-only run's config reads as before real data existed
+            out["real"] = dataclasses.asdict(self.real)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        unknown = set(d) - {"model", "train", "data", "comment"}
+        unknown = set(d) - {"model", "train", "data", "real", "comment"}
         if unknown:
             raise ValueError(f"unknown config sections: {sorted(unknown)}")
-        return cls(SPINConfig.from_dict(d.get("model", {})), _dataclass_from(TrainConfig, d.get("train", {})), _dataclass_from(SynthConfig, d.get("data", {})))
+        return cls(
+            SPINConfig.from_dict(d.get("model", {})),
+            _dataclass_from(TrainConfig, d.get("train", {})),
+            _dataclass_from(SynthConfig, d.get("data", {})),
+            _dataclass_from(RealConfig, d.get("real", {})),
+        )
 
     @classmethod
     def from_file(cls, path: str | Path) -> "RunConfig":
@@ -190,7 +204,9 @@ class Trainer:
         self.history: list[dict] = []
         self.elapsed = 0.0
         self.source = WordImages(config.data)
+        self.real = RealCrops(config.real)
         self._eval_set: list[tuple[np.ndarray, str]] | None = None
+        self._eval_real: list[tuple[bytes, str]] | None = None
         if (self.run_dir / "last.state.pt").exists():
             self._resume()
         else:
@@ -239,8 +255,9 @@ class Trainer:
         self.model.train()
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
-        logits = self.model(images, targets=labels)
-        loss = spin_attention_loss(logits, labels)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tc.bf16):
+            logits = self.model(images, targets=labels)
+            loss = spin_attention_loss(logits.float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], tc.clip_norm)
@@ -278,12 +295,22 @@ class Trainer:
         return self._eval_set
 
     def evaluate(self) -> dict:
-        samples = self.evaluation_set()
-        readings = Pipeline.open(self.model, batch_size=64).recognize([image for image, _ in samples])
-        metric = RecMetric()
-        metric.update([r.text for r in readings], [text for _, text in samples])
+        """Word accuracy and normalized edit distance on the held-out-font images (``acc``, ...) and, with
+        ``eval_real``, on that real set (``real_acc``, ...)."""
+        sets = [("", self.evaluation_set())]
+        if self.config.train.eval_real:
+            if self._eval_real is None:
+                self._eval_real = read_labelled(self.config.train.eval_real)
+            sets.append(("real_", self._eval_real))
+        pipeline = Pipeline.open(self.model, batch_size=64)
+        out = {}
+        for prefix, samples in sets:
+            readings = pipeline.recognize([image for image, _ in samples])
+            metric = RecMetric()
+            metric.update([getattr(r, "text", "") for r in readings], [text for _, text in samples])  # refused images read as ""
+            out.update({prefix + k: v for k, v in metric.result().items()})
         self.model.train()
-        return metric.result()
+        return out
 
     def run(self, steps: int | None = None, progress: bool = True) -> None:
         """Train until ``steps`` (default: the config's) with checkpoints, evaluations and the plot."""
@@ -295,8 +322,9 @@ class Trainer:
             return
         torch.set_num_threads(tc.threads)
         cv2.setNumThreads(1)
+        dataset = MixedDataset(self.source, self.real, tc.data_seed) if self.config.real.fraction else self.source.dataset(tc.data_seed)
         loader = torch.utils.data.DataLoader(
-            self.source.dataset(tc.data_seed),
+            dataset,
             batch_sampler=_Batches(self.step, stop, tc.batch_size),
             num_workers=tc.num_workers,
             worker_init_fn=_worker_init if tc.num_workers else None,
@@ -366,6 +394,9 @@ def plot_history(history: list[dict], path: str | Path) -> None:
     if val:
         ax_acc.plot([h["step"] for h in val], [h["val_acc"] for h in val], "o-", label="held-out fonts (greedy)")
         ax_acc.plot([h["step"] for h in val], [h["val_norm_edit_dis"] for h in val], "s--", label="held-out 1 - norm. edit distance")
+    real = [h for h in history if "val_real_acc" in h]
+    if real:
+        ax_acc.plot([h["step"] for h in real], [h["val_real_acc"] for h in real], "^-", label="real set (greedy)")
     ax_acc.set_ylim(0, 1)
     ax_acc.set_xlabel("step")
     ax_acc.set_ylabel("accuracy")
