@@ -151,6 +151,16 @@ def test_the_default_launch_refuses_oversized_requests_and_its_memory_stays_flat
         assert reading.ok and reading.text is not None, reading
 
 
+def test_http10_requests_through_the_front_end_and_hold_no_connection(launched):
+    """HTTP/1.0 (HAProxy's own health checks, curl -0): Triton's answer has no length and ends by closing; through
+    the front it must end too (it once hung for the 300 s timeout, each holding one of the proxy's 64 connections)."""
+    for _ in range(80):  # more than maxconn: a held connection per request would stall the last ones
+        with socket.create_connection(("127.0.0.1", launched.http), timeout=5) as s:
+            s.sendall(b"GET /v2/health/ready HTTP/1.0\r\n\r\n")
+            answer = b"".join(iter(lambda: s.recv(4096), b""))  # until the proxy closes; socket.timeout fails the test
+        assert answer.startswith(b"HTTP/1.0 200"), answer
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_the_launcher_stops_triton_haproxy_and_their_files(launched, signum):
     triton = _processes("tritonserver", f"--http-port={launched.internal[0]}")

@@ -18,6 +18,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -41,14 +42,33 @@ def size_limit(limit: int = MAX_REQUEST_BYTES) -> dict[str, str]:
     }
 
 
+#: The value :func:`drain` adds to the drain ACL's pattern file: from then on readiness reads "not ready".
+_DRAINING = "draining"
+
+
+def drain_rules(drain_file: str) -> str:
+    """Frontend lines that answer every readiness check with 503 once ``drain_file`` (an ACL pattern file,
+    empty at start) holds :data:`_DRAINING`: ``/v2/health/ready``, ``/v2/models/.../ready`` and gRPC's
+    ``ServerReady`` / ``ModelReady`` (a gRPC client reads the 503 as UNAVAILABLE). Liveness and inference pass."""
+    return (
+        f"    acl draining str({_DRAINING}) -m str -f {drain_file}\n"
+        "    acl readiness path /v2/health/ready /inference.GRPCInferenceService/ServerReady /inference.GRPCInferenceService/ModelReady\n"
+        "    acl readiness path_reg ^/v2/models/[^/]+(/versions/[^/]+)?/ready$\n"
+        '    http-request return status 503 content-type text/plain string "draining" if draining readiness'
+    )
+
+
 def haproxy_config(address: str, http_port: int, grpc_port: int, triton_http: str, triton_grpc: str,
-                   limit: int = MAX_REQUEST_BYTES, maxconn: int = 64) -> str:
+                   limit: int = MAX_REQUEST_BYTES, maxconn: int = 64, admin: tuple[str, str] | None = None) -> str:
     """The HAProxy configuration: HTTP on ``address:http_port`` -> ``triton_http``, gRPC (h2c) on
-    ``address:grpc_port`` -> ``triton_grpc``, both refusing bodies over ``limit`` bytes."""
+    ``address:grpc_port`` -> ``triton_grpc``, both refusing bodies over ``limit`` bytes. ``admin``: (the runtime
+    API's UNIX socket, the drain ACL's pattern file), for :func:`drain`."""
     rules = size_limit(limit)
+    global_admin = f"\n    stats socket {admin[0]} mode 600 level admin" if admin else ""
+    draining = f"\n{drain_rules(admin[1])}" if admin else ""
     return f"""global
     maxconn {maxconn}
-{rules["global"]}
+{rules["global"]}{global_admin}
 defaults
     mode http
     timeout connect 5s
@@ -56,13 +76,17 @@ defaults
     timeout server 300s
 frontend spin_http
     bind {address}:{http_port}
-{rules["http"]}
+{rules["http"]}{draining}
     default_backend triton_http
 frontend spin_grpc
     bind {address}:{grpc_port} proto h2
-{rules["grpc"]}
+{rules["grpc"]}{draining}
     default_backend triton_grpc
 backend triton_http
+    # Triton answers an HTTP/1.0 request (HAProxy's own health checks send one) without a length and ends it
+    # by closing; reusing that connection left HAProxy tunnelling both sides until its 300 s timeout, one of the
+    # {maxconn} connections held per request. Closing the server side after every response ends each one.
+    option http-server-close
     server triton {triton_http}
 backend triton_grpc
     server triton {triton_grpc} proto h2
@@ -85,6 +109,26 @@ def start(config: str, directory: str, preexec_fn: Callable[[], None] | None = N
     binary = haproxy_binary()
     subprocess.run([binary, "-c", "-q", "-f", path], check=True)
     return subprocess.Popen([binary, "-db", "-f", path], preexec_fn=preexec_fn)
+
+
+def admin_files(directory: str) -> tuple[str, str]:
+    """The runtime API's socket and the (empty) drain pattern file in ``directory``, for :func:`haproxy_config`."""
+    socket_path, drain_file = os.path.join(directory, "admin.sock"), os.path.join(directory, "draining.acl")
+    open(drain_file, "w").close()
+    return socket_path, drain_file
+
+
+def drain(admin: tuple[str, str]) -> None:
+    """From now on every readiness check through this proxy answers 503 while inference still passes, so
+    balancers and probes take the server out before it stops (HAProxy's runtime API: ``add acl``)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(admin[0])
+        s.sendall(f"add acl {admin[1]} {_DRAINING}\n".encode())
+        s.shutdown(socket.SHUT_WR)
+        answer = b"".join(iter(lambda: s.recv(4096), b"")).decode(errors="replace").strip()
+    if answer:  # "add acl" answers nothing when it worked
+        raise RuntimeError(f"HAProxy refused to drain: {answer}")
 
 
 def stop(proxy: subprocess.Popen) -> None:

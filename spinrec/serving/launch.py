@@ -17,8 +17,17 @@ The HTTP and gRPC ports are served through the front proxy (:mod:`spinrec.servin
 oversized requests before Triton copies them, which Triton 2.51 cannot do itself) with Triton on loopback-only
 internal ports, as in every Kubernetes pod; ``--front off`` serves Triton directly, and so does ``auto`` (the
 default) where HAProxy is not installed, with a warning that names the memory risk. The metrics port is
-Triton's own (GET only). The launcher stays in the foreground; on SIGINT or SIGTERM it stops HAProxy (soft
-stop) and Triton together, removes their temporary files and exits with Triton's status.
+Triton's own (GET only).
+
+The launcher stays in the foreground. On SIGTERM or SIGINT it drains, then stops: readiness (HTTP
+``/v2/health/ready``, the models' ``ready``, gRPC ``ServerReady``) answers 503 at once through the front proxy
+while inference still passes, for ``--drain-seconds`` (longer than a balancer's or kube-proxy's detection
+time); then HAProxy's soft stop (no new connections, requests in flight answered) and Triton's own stop
+(SIGTERM, in-flight requests finish within its ``--exit-timeout-secs``); their temporary files go, and the
+launcher exits with Triton's status. Readiness is flipped in the proxy because it is the one place every
+balancer and probe reaches and Triton 2.51 cannot report "not ready" while it still serves (SIGTERM makes it
+refuse new requests at once). Without the proxy the launcher keeps Triton serving for the drain period and
+then stops it. A second signal stops everything at once.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from spinrec.export import repository
@@ -43,6 +54,11 @@ from spinrec.serving import front
 DEFAULT_REPOSITORY = repository.DEFAULT_OUTPUT
 # Where spinrec/kernels/spinBlendPlugin's README builds the TensorRT plugin the engine's SpinBlend node needs.
 DEFAULT_PLUGIN = Path(os.environ.get("SPIN_PLUGIN_LIBRARY", DEFAULT_REPOSITORY.parent / "build/spin_plugin/libspin_plugin.so"))
+#: Seconds between the stop signal and the stop, readiness answering 503 meanwhile (``--drain-seconds``): longer than
+#: a balancer's detection time (deploy/local/haproxy.cfg: checks every 500 ms, out after 2 failures) and kube-proxy's.
+DRAIN_SECONDS = 5.0
+#: How long HAProxy's soft stop may wait for requests in flight before it is stopped hard.
+PROXY_STOP_TIMEOUT_S = 30
 LOG_LEVELS = {
     "error": ["--log-info=false", "--log-warning=false"],
     "warning": ["--log-info=false"],
@@ -264,6 +280,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         help="serve the HTTP and gRPC ports through the size-limiting front proxy (HAProxy) with Triton on loopback-only "
         "internal ports: on, off, or auto = on where haproxy is installed (default: %(default)s)",
     )
+    parser.add_argument(
+        "--drain-seconds", type=float, default=DRAIN_SECONDS,
+        help="on SIGTERM/SIGINT, report not-ready (through the front proxy) and keep serving this long before stopping; "
+        "0 stops at once (default: %(default)s)",
+    )
     parser.add_argument("--weights", type=Path, help="build the repository from this safetensors checkpoint")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the repository even if it looks current")
     parser.add_argument("--no-build", action="store_true", help="serve the repository as it is")
@@ -281,12 +302,23 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def serve(cmd: list[str], args: argparse.Namespace, internal: tuple[int, int] | None) -> int:
     """Run Triton (and, with ``internal`` ports, the front proxy on the public ones) until it exits or a signal
-    stops both; returns Triton's exit status."""
+    drains and stops both (the module doc); returns Triton's exit status."""
     server = subprocess.Popen(cmd, env=stub_environment(), preexec_fn=_die_with_parent)
+    signals: list[int] = []
+    signalled = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        signals.append(signum)
+        signalled.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     with tempfile.TemporaryDirectory(prefix="spinrec-front-") as tmp:
-        proxy = None
+        proxy, admin = None, None
         if internal is not None:
-            config = front.haproxy_config(args.address, args.http_port, args.grpc_port, f"127.0.0.1:{internal[0]}", f"127.0.0.1:{internal[1]}")
+            admin = front.admin_files(tmp)
+            config = front.haproxy_config(args.address, args.http_port, args.grpc_port, f"127.0.0.1:{internal[0]}",
+                                          f"127.0.0.1:{internal[1]}", admin=admin)  # fmt: skip
             try:
                 proxy = front.start(config, tmp, preexec_fn=_die_with_parent)
             except (OSError, subprocess.CalledProcessError) as e:
@@ -296,24 +328,58 @@ def serve(cmd: list[str], args: argparse.Namespace, internal: tuple[int, int] | 
             print(f"launch: front proxy (HAProxy) on {args.address}:{args.http_port} (HTTP) and :{args.grpc_port} (gRPC), "
                   f"refusing requests over {front.MAX_REQUEST_BYTES} bytes; Triton on 127.0.0.1:{internal[0]} and :{internal[1]}",
                   file=sys.stderr, flush=True)  # fmt: skip
-
-        def stop(signum, _frame) -> None:
-            if proxy is not None:
-                front.stop(proxy)
-            if server.poll() is None:
-                server.send_signal(signum)
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        while server.poll() is None and not signalled.wait(0.5):
+            pass
+        if server.poll() is None:
+            _drain_and_stop(server, proxy, admin, args.drain_seconds, signals)
         code = server.wait()
         if proxy is not None:  # Triton gone (stopped, or crashed): the proxy in front of it goes too
             front.stop(proxy)
-            try:
-                proxy.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proxy.kill()
-                proxy.wait()
+            _wait_or_kill(proxy, PROXY_STOP_TIMEOUT_S)
     return 128 - code if code < 0 else code
+
+
+def _wait_or_kill(process: subprocess.Popen, timeout: float) -> None:
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _drain_and_stop(server: subprocess.Popen, proxy: subprocess.Popen | None, admin: tuple[str, str] | None,
+                    drain_seconds: float, signals: list[int]) -> None:
+    """The stop sequence after the first signal (the module doc); a further signal in ``signals`` cuts it short."""
+    again = lambda: len(signals) > 1  # noqa: E731
+    if drain_seconds > 0:
+        if proxy is not None and admin is not None:
+            try:
+                front.drain(admin)
+                print(f"launch: draining: not ready for {drain_seconds:g} s while still serving, then stopping "
+                      "(signal again to stop at once)", file=sys.stderr, flush=True)  # fmt: skip
+            except (OSError, RuntimeError) as e:
+                print(f"launch: could not flip readiness in the front proxy ({e}); still serving for {drain_seconds:g} s",
+                      file=sys.stderr, flush=True)  # fmt: skip
+        else:
+            print(f"launch: still serving for {drain_seconds:g} s (no front proxy to report not-ready), then stopping",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        deadline = time.monotonic() + drain_seconds
+        while time.monotonic() < deadline and not again() and server.poll() is None:
+            time.sleep(0.05)
+    if proxy is not None:
+        front.stop(proxy)  # soft: answers what is in flight
+        deadline = time.monotonic() + PROXY_STOP_TIMEOUT_S
+        while proxy.poll() is None and time.monotonic() < deadline and not again():
+            time.sleep(0.05)
+        if proxy.poll() is None:
+            proxy.terminate()  # hard stop
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+    while server.poll() is None:
+        if again():
+            server.kill()
+            break
+        time.sleep(0.05)
 
 
 def main(argv: list[str] | None = None) -> int:
