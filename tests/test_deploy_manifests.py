@@ -248,3 +248,47 @@ def test_probe_paths_answer_on_a_real_server(rendered, triton_server):
     for kind, path in sorted(probes):
         with urllib.request.urlopen(f"http://{triton_server.http_url}{path}", timeout=5) as r:
             assert r.status == 200, f"{kind} {path}: HTTP {r.status}"
+
+
+def _hook_seconds(container: dict) -> tuple[float, list[str]]:
+    """The seconds a container's preStop hook sleeps in all, and its shell commands."""
+    command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    assert command[:2] == ["/bin/sh", "-c"], f"{container['name']}: no preStop hook"
+    steps = [s.strip() for s in command[2].split("&&")]
+    return sum(float(s.split()[1]) for s in steps if s.startswith("sleep ")), steps
+
+
+def _flag(flags: list[str], name: str) -> float:
+    [value] = [f.split("=", 1)[1] for f in flags if f.startswith(f"--{name}=")]
+    return float(value)
+
+
+@pytest.mark.parametrize("tree", ["cpu", "gpu", "kserve"])
+def test_a_terminating_pod_drains_before_either_container_stops_accepting(rendered, tree):
+    """Kubernetes sends SIGTERM to every container of a pod at once, and the Service's routers learn of the pod's
+    removal seconds later: every container first keeps accepting (a preStop sleep), the front proxy then stops
+    softly (SIGUSR1, never the kubelet's SIGTERM, HAProxy's hard stop), Triton outlives the front's drain, and the
+    grace period covers the front's hook (its drain, then up to its wait for requests in flight) and Triton's hook
+    plus its exit timeout, with 10 s to spare."""
+    docs = rendered[tree]
+    [triton] = triton_containers(docs)
+    triton_sleep, _ = _hook_seconds(triton)
+    exit_timeout = _flag(tritonserver_flags(docs), "exit-timeout-secs")
+    longest = triton_sleep + exit_timeout
+    if tree == "kserve":
+        [service] = [d for d in docs if d["kind"] == "InferenceService"]
+        grace = service["spec"]["predictor"]["terminationGracePeriodSeconds"]
+        assert triton_sleep >= 10
+    else:
+        [spec] = pod_specs(docs)
+        grace = spec["terminationGracePeriodSeconds"]
+        [front_container] = [c for c in spec["containers"] if c["name"] == "front"]
+        front_sleep, steps = _hook_seconds(front_container)
+        drain = float(steps[0].split()[1])
+        assert steps[1] == "kill -USR1 1", steps  # the soft stop, before the kubelet's SIGTERM
+        assert triton_sleep > drain >= 5, "Triton must still serve what the front forwards while it drains"
+        longest = max(longest, front_sleep)
+    assert grace >= longest + 10, (grace, longest)
+    if tree == "cpu":  # the launcher in the pod does not drain again: the hooks did
+        args = triton["args"]
+        assert "--front=off" in args and "--drain-seconds=0" in args
