@@ -146,3 +146,30 @@ def test_the_real_mix_configs_parse_and_differ_only_in_the_mix():
 def test_the_shared_training_crops_follow_the_documented_counts():
     stats = label_stats([SHARED_TRAIN / "svt_train"])[str(SHARED_TRAIN / "svt_train")]
     assert stats["samples"] == stats["kept (rule)"] == 257
+
+
+@pytest.mark.slow
+def test_the_model_card_names_the_real_data_its_terms_and_the_mix_that_was_chosen(tmp_path):
+    from test_train import TINY
+
+    from spinrec.training.train import CardReports, export
+
+    folder = _folder(tmp_path / "real_train" / "svt_train", ["serve", "triton", "model", "batch", "Café"])
+    runs = []
+    for share in (1.0, 0.5):
+        config = RunConfig(
+            TINY,
+            TrainConfig(steps=2, batch_size=4, eval_every=2, eval_size=4, checkpoint_every=2, num_workers=0, eval_real=str(folder / "labels.tsv")),
+            SynthConfig(split="train", style="plain"),
+            RealConfig(sources=(str(folder),), fraction=share),
+        )
+        Trainer(config, tmp_path / f"mix{share}").run(progress=False)
+        runs.append(tmp_path / f"mix{share}")
+    export(runs[1], tmp_path / "out" / "w.safetensors", reports=CardReports(mix_runs=runs))
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "SPIN trained on real and synthetic words" in card and "Trained on synthetic data only" not in card
+    assert "- Data: 8 images (2 steps x batch 4), 50 % of them from the `spinrec.training.synth` stream" in card
+    assert "- Real crops: 4 from " in card and "dropped: 1)" in card  # Café goes by the label rule
+    assert "Street View Text, train split" in card and "commercial users should check them" in card
+    assert "| 50 % | `mix0.5` |" in card and "| 100 % | `mix1.0` |" in card and "compared at step 2 " in card
+    assert (tmp_path / "out" / "mix_curve.png").stat().st_size > 0

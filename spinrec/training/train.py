@@ -413,12 +413,15 @@ class CardReports:
     are; the first dataset of the first one (held-out synthetic words) sets the confidence threshold.
     ``real_crops``: the run on real photographed crops with ``--ablation --gallery`` (its misses picture is
     ``<report>_misses.png``). ``previous``: the model this one replaces, on the same datasets. ``precision_gate``:
-    the Markdown table of ``python -m spinrec.export.quantize gate`` on this model, which decides the served CPU precision."""
+    the Markdown table of ``python -m spinrec.export.quantize gate`` on this model, which decides the served CPU precision.
+    ``mix_runs``: run directories that differ only in the real-data share, compared at the step they all reached
+    (the table and ``mix_curve.png`` that chose the mix)."""
 
     evaluations: Sequence[str | Path] = ()
     real_crops: str | Path | None = None
     previous: str | Path | None = None
     precision_gate: str | Path | None = None
+    mix_runs: Sequence[str | Path] = ()
 
 
 def export(run_dir: str | Path, out: str | Path, half: bool = False, reports: CardReports = CardReports()) -> dict:
@@ -445,8 +448,44 @@ def export(run_dir: str | Path, out: str | Path, half: bool = False, reports: Ca
     misses = Path(str(reports.real_crops).removesuffix(".json") + "_misses.png") if reports.real_crops else None
     if misses and misses.exists():
         shutil.copyfile(misses, out.parent / "real_crops_misses.png")
+    if reports.mix_runs:
+        plot_mix(mix_table(reports.mix_runs), out.parent / "mix_curve.png")
     (out.parent / "README.md").write_text(model_card(config, state, out, half, reports))
     return meta
+
+
+def mix_table(run_dirs: Sequence[str | Path]) -> list[dict]:
+    """Per run (sorted by real share): the share and, at the last step every run evaluated, its real-set and
+    held-out-font accuracies."""
+    runs = []
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        config = RunConfig.from_file(run_dir / "config.json")
+        history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip()]
+        runs.append((config.real.fraction, run_dir.name, {h["step"]: h for h in history if "val_real_acc" in h}))
+    common = max(set.intersection(*(set(r[2]) for r in runs)))
+    return [{"real_share": share, "run": name, "step": common, "real_acc": evals[common]["val_real_acc"],
+             "synthetic_acc": evals[common]["val_acc"]} for share, name, evals in sorted(runs)]  # fmt: skip
+
+
+def plot_mix(rows: list[dict], path: str | Path) -> None:
+    """Accuracy against the real share of the batches, at equal steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    shares = [100 * r["real_share"] for r in rows]
+    ax.plot(shares, [100 * r["real_acc"] for r in rows], "o-", label="real set (ICDAR 2013)")
+    ax.plot(shares, [100 * r["synthetic_acc"] for r in rows], "s--", label="held-out-font synthetic")
+    ax.set_xlabel("real crops in each batch (%)")
+    ax.set_ylabel(f"word accuracy at step {rows[0]['step']:,} (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def model_card(config: RunConfig, state: dict, out: Path, half: bool, reports: CardReports = CardReports()) -> str:
@@ -490,16 +529,18 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, reports: C
         else f"- Trained from scratch (PyTorch's default initialisation, seed {tc.seed})."
     )
     lines = [
-        f"# {out.name}: SPIN trained on synthetic words",
+        f"# {out.name}: SPIN trained on {'real and synthetic' if config.real.fraction else 'synthetic'} words",
         "",
         f"- Architecture: SPIN (`spinrec.models.SPIN`), config `{json.dumps(config.model.to_dict())}`; "
         f"{n_params:,} parameters, stored as {'float16' if half else 'float32'} "
         f"({out.stat().st_size / 1e6:.1f} MB). Input [B, 1, 32, 100], encoder features [B, 26, 512].",
-        f"- Data: `spinrec.training.synth` stream seed {tc.data_seed}, rendered on the fly: {state['step'] * tc.batch_size:,} images "
-        f"({state['step']:,} steps x batch {tc.batch_size}) from {len(train_families)} font families; words from "
+        f"- Data: {state['step'] * tc.batch_size:,} images ({state['step']:,} steps x batch {tc.batch_size})"
+        + (f", {100 * (1 - config.real.fraction):.0f} % of them" if config.real.fraction else "")
+        + f" from the `spinrec.training.synth` stream seed {tc.data_seed}, rendered on the fly from {len(train_families)} font families; words from "
         f"`{data.word_list}`, random alphanumerics and numbers, all augmentations on"
         + (f"; every step also trained on one of the last {tc.replay} batches, drawn at random." if tc.replay else "."),
         f"- Held-out font families (never rendered in training, {len(heldout)}): {', '.join(heldout)}.",
+        *_real_data_lines(config),
         start,
         f"- Training: `python -m spinrec.training.train run` with AdamW, PaddleOCR's piecewise rate "
         f"{list(tc.lr_values)} at {[round(b, 3) for b in tc.lr_boundaries]} of {tc.steps:,} steps, warm-up {tc.warmup_steps}, "
@@ -523,8 +564,8 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, reports: C
     lines += [
         "## Limitations",
         "",
-        "Trained on synthetic data only. The model emits lowercase letters, digits and 32 punctuation marks (SPIN's",
-        "dictionary), no spaces."
+        ("Trained on synthetic data only. " if not config.real.fraction else "")
+        + "The model emits lowercase letters, digits and 32 punctuation marks (SPIN's dictionary), no spaces."
         + (
             ""
             if config.model.stn and config.model.offsets
@@ -535,6 +576,35 @@ def model_card(config: RunConfig, state: dict, out: Path, half: bool, reports: C
         "",
     ]
     return "\n".join(lines)
+
+
+#: The terms of the real training sets ``../shared/real_train`` holds, by folder name.
+REAL_DATA_TERMS = {
+    "ic15_train": "ICDAR 2015 Incidental Scene Text, training set (Robust Reading Competition, CVC Barcelona; research use; cite Karatzas et al., ICDAR 2015)",
+    "iiit5k_train": "IIIT5K-Word, train split (IIIT Hyderabad, for research purposes; cite Mishra, Alahari and Jawahar, BMVC 2012)",
+    "svt_train": "Street View Text, train split (UCSD, Google Street View imagery, academic use; cite Wang, Babenko and Belongie, ICCV 2011)",
+}
+
+
+def _real_data_lines(config: RunConfig) -> list[str]:
+    """The card's lines on the real training crops: sources, share, rule, and the sets' terms."""
+    real = config.real
+    if not real.fraction:
+        return []
+    crops = RealCrops(real)
+    names = [Path(s).name for s in real.sources]
+    lines = [
+        f"- Real crops: {len(crops):,} from {', '.join(f'`{s}`' for s in real.sources)}, {100 * real.fraction:.0f} % of every batch "
+        f"(the rest synthetic), {100 * real.augment:.0f} % of them augmented (`spinrec.training.real.augment`); label rule of "
+        f"`spinrec.training.real` (lowercased, spaces removed, a label with any other character outside the dictionary "
+        f"dropped: {crops.dropped['label']}), tall crops {real.tall} ({crops.dropped['tall']}).",
+        "- **Terms of the training data.** The real crops are the training splits of: "
+        + "; ".join(REAL_DATA_TERMS.get(n, n) for n in names)
+        + ". These sets' own terms apply to weights trained on them, as for PaddleOCR's and PARSeq's published weights: "
+        "they were released for research, and commercial users should check them. No test split of any benchmark was "
+        "trained on.",
+    ]
+    return lines
 
 
 def _card_evaluations(reports: CardReports) -> list[str]:
@@ -589,6 +659,14 @@ def _card_evaluations(reports: CardReports) -> list[str]:
                 right = sum(x["correct"] for x in kept)
                 line += f"; on the real crops it keeps {len(kept)} of {real[real_name]['samples']}, {right} of them right"
             lines += [line + ".", ""]
+    if reports.mix_runs:
+        rows = mix_table(reports.mix_runs)
+        lines += ["## Choosing the real/synthetic mix", "",
+                  f"Runs that differ only in the real share of each batch, from the same start, compared at step {rows[0]['step']:,} "
+                  "on ICDAR 2013 (1,015; selection only, never trained on); the best share continued:", "",
+                  "| real share | run | ICDAR 2013 | held-out-font synthetic |", "|---:|---|---:|---:|"]
+        lines += [f"| {100 * r['real_share']:.0f} % | `{r['run']}` | {100 * r['real_acc']:.2f} % | {100 * r['synthetic_acc']:.1f} % |" for r in rows]
+        lines += ["", "![accuracy against the real share](mix_curve.png)", ""]
     if reports.precision_gate:
         lines += ["## Served precision", "", "The CPU encoder serves int8 (`spin_encoder/configs/cpu.pbtxt`) only while int8 passes this "
                   "gate; where it fails, the config's precision goes back to fp32.", "", Path(reports.precision_gate).read_text()]
@@ -610,9 +688,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real-crops-report", help="spinrec.evaluation.evaluate report (--ablation --gallery) on real photographed crops")
     p.add_argument("--previous-report", help="spinrec.evaluation.evaluate report of the model this one replaces, same datasets")
     p.add_argument("--precision-gate", help="Markdown report of python -m spinrec.export.quantize gate on this model (the served precision's table)")
+    p.add_argument("--mix-run", action="append", default=[], help="a run differing only in its real share, for the mix table (repeatable)")
     args = parser.parse_args(argv)
     if args.command == "export":
-        reports = CardReports(args.eval_report, args.real_crops_report, args.previous_report, args.precision_gate)
+        reports = CardReports(args.eval_report, args.real_crops_report, args.previous_report, args.precision_gate, args.mix_run)
         meta = export(args.run_dir, args.out, args.half, reports)
         print(f"exported {args.run_dir} -> {args.out}: {meta}")
         return 0
