@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import threading
@@ -33,31 +32,14 @@ from typing import Any, Sequence
 from tqdm import tqdm
 
 from builders.tensorrt_env import BuildError, GpuInfo, load_plugin, query_gpu, require_tensorrt, tensorrt_version, trt
+from builders.engine_record import Profile, metadata_path, read_metadata, write_metadata
+from builders.verify_engine import add_verify_args, verify_and_record
 from spinrec.runtime.tensorrt_encoder import TensorRTError
-from spinrec.runtime.tensorrt_encoder import read_record as read_metadata
-from spinrec.runtime.tensorrt_encoder import record_path as metadata_path
 from spinrec.export.repository import _sha256 as sha256_of  # one file hasher for the builders
 
 PRECISIONS = ("fp32", "tf32", "fp16")
 # GA-SPIN's layers and nodes in the exported graph are named after their module path.
 TRANSFORM_SCOPE = "/transform/"
-
-
-@dataclass
-class Profile:
-    """The optimization profile of the batch dimension (the engine serves min..max)."""
-
-    min: int = 1
-    opt: int = 16
-    max: int = 64
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min <= self.opt <= self.max:
-            raise BuildError(f"need 1 <= min <= opt <= max batch, got {self.min}/{self.opt}/{self.max}")
-
-    def shapes(self, item_shape: Sequence[int]) -> list[list[int]]:
-        """min/opt/max shapes of an input whose per-item shape is ``item_shape``."""
-        return [[b, *item_shape] for b in (self.min, self.opt, self.max)]
 
 
 @dataclass
@@ -111,10 +93,6 @@ def build_key(opts: BuildOptions, gpu: GpuInfo, trt_version: str) -> dict[str, A
         "gpu": gpu.name,
         "compute_capability": "{}.{}".format(*gpu.compute_capability),
     }
-
-
-def write_metadata(plan: Path, metadata: dict[str, Any]) -> None:
-    metadata_path(plan).write_text(json.dumps(metadata, indent=2) + "\n")
 
 
 def rebuild_reason(opts: BuildOptions, gpu: GpuInfo, trt_version: str) -> str | None:
@@ -326,8 +304,6 @@ def add_profile_args(p: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from builders.verify_engine import add_verify_args
-
     p = argparse.ArgumentParser(prog="python -m builders.build_engine", description=__doc__.split("\n\n")[0])
     p.add_argument("--onnx", type=Path, required=True, help="encoder graph (plugin or decomposed blend)")
     p.add_argument("--plugin", type=Path, default=None, help="libspin_plugin.so (needed for graphs with SpinBlend nodes)")
@@ -360,8 +336,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             metadata = build_engine(opts)
             print(f"build_engine: wrote {args.output} ({metadata['plan_bytes']} bytes), {args.precision} ({reason})")
         if args.verify:
-            from builders.verify_engine import verify_and_record
-
             return verify_and_record(args.output, args.plugin, args.onnx, profile, args)
     except TensorRTError as e:
         print(f"build_engine: error: {e}", file=sys.stderr)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from builders.build_engine import Profile, read_metadata, write_metadata
+from builders.engine_record import Profile, read_metadata, write_metadata
 from builders.tensorrt_env import BuildError
 from spinrec.runtime.tensorrt_encoder import TensorRTError
 
