@@ -23,30 +23,49 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _recognize(args: argparse.Namespace) -> int:
+    """Read like ``spinrec-client``, in process: the same lines (``FLAG: reason`` on doubtful readings, errors on
+    stderr, codec messages folded into them), the same exit status (0 all read and none flagged, 1 some image
+    failed or was flagged, 2 nothing could be read), progress on stderr for many images."""
+    from tqdm import tqdm
+
+    from spinrec.client.cli import report
+    from spinrec.client.ocr import Result
     from spinrec.pipeline import Pipeline
+    from spinrec.preprocess import preprocess_outcomes
 
     if args.weights is None and not DEFAULT_WEIGHTS.is_file():
         print(f"spinrec: error: no --weights and no shipped default ({DEFAULT_WEIGHTS})", file=sys.stderr)
         return 2
+    if args.char_probs and not args.json:
+        print("spinrec: error: --char-probs needs --json", file=sys.stderr)
+        return 2
     recognizer = Pipeline.open(args.weights or DEFAULT_WEIGHTS, stop_at_eos=not args.paddle_decoding)
     items = collect(args.images)
-    readable = [i for i, (_, data) in enumerate(items) if not isinstance(data, Exception)]
-    readings = dict(zip(readable, recognizer.recognize([items[i][1] for i in readable])))
-    failed = 0
-    for i, (path, data) in enumerate(items):
-        r = readings.get(i, data)
-        if isinstance(r, Exception):
-            failed += 1
-            row = {"path": path, "error": str(r)}
-        else:
-            row = {"path": path, "text": r.text, "confidence": r.confidence}
-        if args.json:
-            print(json.dumps(row))
-        elif "error" in row:
-            print(f"{path}\tERROR: {row['error']}", file=sys.stderr)
-        else:
-            print(f"{path}\t{r.text}\t{r.confidence:.4f}")
-    return 1 if failed else 0
+    results: list[Result] = []
+    with tqdm(total=len(items), desc="recognize", unit="img", file=sys.stderr, disable=len(items) < 2 * recognizer.batch_size) as bar:
+        for start in range(0, len(items), recognizer.batch_size):
+            chunk = items[start : start + recognizer.batch_size]
+            readable = [i for i, (_, data) in enumerate(chunk) if not isinstance(data, Exception)]
+            outcomes = preprocess_outcomes([chunk[i][1] for i in readable], capture_native_stderr=True)
+            good = [k for k, e in enumerate(outcomes.errors) if e is None]
+            readings = dict(zip(good, recognizer.decode(recognizer.encoder(outcomes.batch[good])) if good else []))
+            row_of = {i: k for k, i in enumerate(readable)}
+            for i, (path, data) in enumerate(chunk):
+                k = row_of.get(i)
+                error = data if k is None else outcomes.errors[k]
+                if error is not None:
+                    results.append(Result(path, error=str(error)))
+                    continue
+                r = readings[k]
+                probs = [float(p) for p in r.char_probs] if args.char_probs else None
+                results.append(Result(path, r.text, r.confidence, probs, flag=outcomes.flags[k]))
+            bar.update(len(chunk))
+    for r in results:
+        report(r, args.json)
+    failed, flagged = sum(not r.ok for r in results), sum(r.flagged for r in results)
+    if len(results) > 1 or failed or flagged:
+        print(f"spinrec: {len(results) - failed}/{len(results)} images read, {flagged} flagged", file=sys.stderr)
+    return 1 if failed or flagged else 0
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -77,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("images", nargs="+", help="image files, directories (their images, recursively), globs, or - (stdin)")
     p.add_argument("--weights", type=Path, help=f"safetensors checkpoint (default: the shipped {DEFAULT_WEIGHTS.name})")
     p.add_argument("--paddle-decoding", action="store_true", help="PaddleOCR's decoding (never stops at eos)")
-    p.add_argument("--json", action="store_true", help="JSON lines output")
+    p.add_argument("--json", action="store_true", help="JSON lines: path, text, confidence, flag if any (or error)")
+    p.add_argument("--char-probs", action="store_true", help="with --json: add each character's probability")
     p.set_defaults(func=_recognize)
     p = sub.add_parser("init", help="write a deterministic untrained checkpoint (for plumbing tests)")
     p.add_argument("dst")

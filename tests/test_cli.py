@@ -77,3 +77,29 @@ def test_recognize_defaults_to_the_shipped_weights_and_expands_folders_and_globs
     expected = Pipeline.open(DEFAULT_WEIGHTS).recognize([p.read_bytes() for p in paths])
     assert [row["text"] for row in rows[:3]] == [e.text for e in expected]
     assert rows[3]["path"].endswith("none*.png") and "no file matches" in rows[3]["error"]
+
+
+def test_recognize_behaves_like_the_client(default_server, tmp_path):
+    """The same images through `spinrec recognize` (in process) and `spinrec-client` (the default weights served
+    fp32): the same texts and flags, the same error lines, the same exit status; codec noise is folded into the
+    error, not printed bare; --char-probs without --json is refused."""
+    _word_png(tmp_path / "word.png", "house")
+    cv2.imwrite(str(tmp_path / "tiny.png"), np.zeros((1, 1), np.uint8))
+    cv2.imwrite(str(tmp_path / "wide.png"), np.full((10, 400), 255, np.uint8))
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    images = [str(tmp_path / n) for n in ("word.png", "tiny.png", "wide.png", "bad.png")]
+    local = _run("recognize", *images)
+    served = subprocess.run([sys.executable, "-m", "spinrec.client", "-u", default_server.http_url, *images],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert local.returncode == served.returncode == 1, (local.stderr, served.stderr)
+
+    def columns(stdout):  # path, text and flag; confidences differ in the last digits between runtimes
+        return [(c[0], c[1], c[3] if len(c) > 3 else "") for c in (line.split("\t") for line in stdout.splitlines())]
+
+    assert columns(local.stdout) == columns(served.stdout)
+    assert [c[2].split(":")[0] for c in columns(local.stdout)] == ["", "FLAG", "FLAG"]
+    errors = lambda err: [line for line in err.splitlines() if "\tERROR: " in line]  # noqa: E731
+    assert len(errors(local.stderr)) == 1 and errors(local.stderr)[0].split("\tERROR: ")[0] == images[3]
+    assert "libpng" not in "".join(l for l in local.stderr.splitlines() if "\tERROR: " not in l)
+    refused = _run("recognize", "--char-probs", images[0])
+    assert refused.returncode == 2 and "--char-probs needs --json" in refused.stderr
