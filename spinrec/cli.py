@@ -112,7 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module(DELEGATED[args.command][0]).main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    from spinrec import weights  # the commands below need PyTorch (the torch extra)
+    try:
+        from spinrec import weights  # the commands below need PyTorch (the torch extra)
+    except ModuleNotFoundError as e:
+        if e.name != "torch":
+            raise
+        from spinrec.export.repository import TORCH_EXTRA
+
+        print(f"spinrec: error: `spinrec {args.command}` runs the network in PyTorch, which is not installed: {TORCH_EXTRA}", file=sys.stderr)
+        return 2
 
     try:
         return args.func(args)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.numpy import load_file as _st_load_file
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file as _st_save_file
 from torch import nn
 
@@ -63,9 +63,16 @@ def save_untrained(path: str | Path, seed: int) -> None:
     save(SPIN(SPINConfig()).eval(), path, {"source": f"random initialisation, seed {seed}: reads nothing"})
 
 
+def _not_a_checkpoint(path: str | Path, error: Exception) -> CheckpointError:
+    return CheckpointError(f"{path} is not a safetensors checkpoint ({error}); convert PaddleOCR's with `spinrec convert-paddle`")
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
-    with safe_open(str(path), framework="np") as f:
-        return dict(f.metadata() or {})
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return dict(f.metadata() or {})
+    except SafetensorError as e:
+        raise _not_a_checkpoint(path, e) from None
 
 
 def config_of(metadata: Mapping[str, str]) -> SPINConfig | None:
@@ -75,7 +82,11 @@ def config_of(metadata: Mapping[str, str]) -> SPINConfig | None:
 
 def read_state(path: str | Path) -> dict[str, torch.Tensor]:
     """A safetensors checkpoint's tensors as CPU tensors, float16 ones widened to float32."""
-    return {k: torch.from_numpy(v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in _st_load_file(str(path)).items()}
+    try:
+        arrays = _st_load_file(str(path))
+    except SafetensorError as e:
+        raise _not_a_checkpoint(path, e) from None
+    return {k: torch.from_numpy(v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in arrays.items()}
 
 
 def load(path: str | Path, config: SPINConfig | None = None) -> SPIN:

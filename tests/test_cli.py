@@ -103,3 +103,25 @@ def test_recognize_behaves_like_the_client(default_server, tmp_path):
     assert "libpng" not in "".join(l for l in local.stderr.splitlines() if "\tERROR: " not in l)
     refused = _run("recognize", "--char-probs", images[0])
     assert refused.returncode == 2 and "--char-probs needs --json" in refused.stderr
+
+
+def test_without_pytorch_the_commands_that_need_it_say_what_to_install(tmp_path):
+    """One line naming the extra, in a form that works for a wheel, instead of a ModuleNotFoundError traceback:
+    in-process recognition and building the repository (what `spinrec serve` does first)."""
+    _word_png(tmp_path / "w.png", "word")
+    blocked = "import sys; sys.modules['torch'] = None; "
+    for code in (
+        f"from spinrec.cli import main; sys.exit(main(['recognize', {str(tmp_path / 'w.png')!r}]))",
+        f"from spinrec.export.repository import main; sys.exit(main(['--output', {str(tmp_path / 'repo')!r}]))",
+    ):
+        done = subprocess.run([sys.executable, "-c", blocked + code], capture_output=True, text=True, timeout=300)
+        assert done.returncode in (1, 2) and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert "pip install 'spinrec[torch]'" in done.stderr
+
+
+def test_weights_that_are_not_a_checkpoint_get_one_line(tmp_path):
+    _word_png(tmp_path / "w.png", "word")
+    (tmp_path / "notes.safetensors").write_text("not a checkpoint")
+    done = _run("recognize", "--weights", str(tmp_path / "notes.safetensors"), str(tmp_path / "w.png"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "is not a safetensors checkpoint" in done.stderr and len(done.stderr.strip().splitlines()) == 1

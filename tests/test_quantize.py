@@ -81,6 +81,7 @@ def test_build_records_int8(int8_repository):
     assert gate["passes"] and gate["images"] == 512 and gate["identical"] >= gate["min_identical"]
     assert gate["fp32_word_accuracy"] - gate["int8_word_accuracy"] <= gate["max_drop_points"] / 100
     assert record["precision"]["served"] == "int8"
+    assert record["reads"]["usable"] and record["reads"]["word_accuracy"] > 0.5  # the shipped default reads
 
 
 @pytest.mark.slow

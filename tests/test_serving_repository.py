@@ -116,6 +116,8 @@ def test_build_record_describes_the_build(built_repository, checkpoint):
     assert record["identity"] == f"sha256={digest}" and record["untrained"] is False
     assert record["checkpoint"]["sha256"] == digest and record["checkpoint"]["source"] == str(checkpoint)
     assert record["onnx"]["opset"] == 17
+    # The test checkpoint has random weights: marked as reading nothing usable (a `spinrec init` one alike).
+    assert record["reads"]["images"] == 512 and record["reads"]["word_accuracy"] < 0.05 and record["reads"]["usable"] is False
     assert 0 <= record["onnx"]["max_relative_error_vs_torch"] <= record["onnx"]["tolerance"]
     assert record["onnx"]["tolerance"] >= 1e-4 and record["onnx"]["tokens_compared_on"] >= 6
     for artifact, size in record["artifacts"].items():
@@ -195,6 +197,12 @@ def test_tensorrt_configuration_loads_the_plugin(tmp_path):
     assert f"--backend-config=tensorrt,plugins={plugin}" in cmd and not any(c.startswith("--model-config-name") for c in cmd)
     # auto never picks TensorRT without the plugin, even where a GPU, a server and an engine exist
     assert launch.choose_config("auto", False, args.model_repository, plugin) == "cpu"
+
+
+def test_the_launcher_warns_at_start_about_weights_that_read_nothing(built_repository, capsys):
+    launch.warn_if_unusable(built_repository)
+    err = capsys.readouterr().err
+    assert "WARNING: the checkpoint" in err and "it is untrained or degenerate" in err
 
 
 def test_launcher_builds_a_missing_repository(tmp_path, checkpoint):

@@ -103,7 +103,8 @@ def find_server() -> tuple[Path, Path | None]:
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
         raise LaunchError(
-            "no tritonserver on PATH and nvidia-pytriton is not installed: run `pip install -e .[serve]` "
+            "no tritonserver on PATH and nvidia-pytriton is not installed: run `pip install 'spinrec[serve]'` (in a checkout: "
+            "`pip install -e '.[serve]'`) "
             "(it brings nvidia-pytriton==0.7.0 with Triton 2.51) or use an NGC Triton container"
         )
     wheel = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
@@ -189,9 +190,20 @@ def ensure_built(output: Path, weights: Path | None, rebuild: bool, options: lis
         if subprocess.run(cmd).returncode != 0:
             raise LaunchError(f"building {output} failed (see above)")
         return  # the builder has printed its own warnings
-    if (repository.read_record(output) or {}).get("untrained"):
+    warn_if_unusable(output)
+
+
+def warn_if_unusable(output: Path) -> None:
+    """The banner of a repository built from no weights, or from weights that read nothing (build.json)."""
+    record = repository.read_record(output) or {}
+    reads = record.get("reads") or {}
+    if record.get("untrained"):
         print(repository.UNTRAINED_BANNER.format(
             bar="!" * 100, default=repository.DEFAULT_WEIGHTS, seed=repository.UNTRAINED_SEED
+        ), file=sys.stderr, flush=True)
+    elif reads and not reads.get("usable", True):
+        print(repository.DEGENERATE_BANNER.format(
+            bar="!" * 100, source=record["checkpoint"]["source"], accuracy=reads["word_accuracy"], images=reads["images"]
         ), file=sys.stderr, flush=True)
 
 
@@ -388,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         binary, wheel = find_server()
         if not args.no_build:
             ensure_built(args.model_repository, args.weights, args.rebuild, builder_options(args))
+        else:
+            warn_if_unusable(args.model_repository)
         config = choose_config(args.config, wheel is not None, args.model_repository, args.plugin)
         internal = (free_port(), free_port()) if use_front(args.front) else None
         with tempfile.TemporaryDirectory(prefix="spinrec-triton-backends-") as tmp:
