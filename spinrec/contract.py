@@ -84,6 +84,15 @@ MODELS = {
 REJECTED_METRIC = "spin_images_rejected_total"
 FLAGGED_METRIC = "spin_readings_flagged_total"
 
+# --------------------------------------------------------------------------------------------- limits
+#: Largest accepted encoded image, in bytes (the preprocessor refuses larger ones per image; the client does not
+#: send them).
+MAX_BYTES = 8 * 1024 * 1024
+#: Largest request body the front proxy (spinrec.serving.front) lets through to Triton: one image of
+#: MAX_BYTES and room for the request's own header (JSON / protobuf framing); larger ones are refused there,
+#: before Triton copies them into the preprocessor's shared memory. The client sizes its batches under it.
+MAX_REQUEST_BYTES = MAX_BYTES + 64 * 1024
+
 # --------------------------------------------------------------------------- model repository layout
 #: Artifacts inside a model repository, relative to its root.
 ONNX = Path(ENCODER, "1", "model.onnx")

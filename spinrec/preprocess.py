@@ -21,16 +21,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from spinrec.contract import MAX_BYTES, MAX_REQUEST_BYTES  # re-exported: the serving contract owns the limits
+
 IMAGE_HEIGHT, IMAGE_WIDTH = 32, 100
 #: Largest accepted image, in pixels: word crops are small, and this bounds a decompression bomb. The one
 #: pixel limit: Pillow's own (larger) decompression-bomb limit is never reached first (see decode_image).
 MAX_PIXELS = 4096 * 4096
-#: Largest accepted encoded image, in bytes.
-MAX_BYTES = 8 * 1024 * 1024
-#: Largest request body the front proxy (spinrec.serving.front) lets through to Triton: one image of
-#: MAX_BYTES and room for the request's own header (JSON / protobuf framing); larger ones are refused there,
-#: before Triton copies them into the preprocessor's shared memory.
-MAX_REQUEST_BYTES = MAX_BYTES + 64 * 1024
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
 #: Readings of images below these bounds are flagged as doubtful (the image is still read). The model sees
 #: every image stretched to 100x32: a side under MIN_SIDE pixels holds no legible stroke, a width/height ratio

@@ -204,3 +204,17 @@ def test_cli_marks_flagged_images_and_exits_1(triton_server, tmp_path, word_imag
     assert "2/2 images read, 1 flagged" in err and "batch 64" in err
     # Without the flagged image everything is read: exit 0.
     assert run_cli("-u", triton_server.http_url, str(tmp_path / "a_word.png")).returncode == 0
+
+
+def test_requests_are_sized_under_the_front_proxys_limit():
+    """Images go in order, at most batch_size per request, and a request's body stays under the proxy's limit
+    (an image alone may fill one)."""
+    from spinrec.client.ocr import chunks
+    from spinrec.contract import MAX_BYTES, MAX_REQUEST_BYTES
+
+    assert chunks([10] * 5, 2) == [[0, 1], [2, 3], [4]]
+    assert chunks([MAX_REQUEST_BYTES // 2, MAX_REQUEST_BYTES // 2, 10, 10], 16) == [[0], [1, 2, 3]]
+    assert chunks([MAX_BYTES] * 3, 16) == [[0], [1], [2]] and chunks([], 4) == []
+    sizes = [3_000_000, 3_000_000, 2_400_000, 1, 5_000_000]
+    for group in chunks(sizes, 16):
+        assert len(group) == 1 or sum(sizes[i] for i in group) + 4096 <= MAX_REQUEST_BYTES

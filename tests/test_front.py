@@ -22,6 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from conftest import REPO_ROOT, SERVER_START_TIMEOUT_S, free_port
 from perf.machine import server_memory
+from spinrec.client.resilience import NO_RETRY
 from spinrec.serving import front
 
 BIG_REQUESTS = 20  # of 50 MB each, half over HTTP, half over gRPC
@@ -149,6 +150,15 @@ def test_the_default_launch_refuses_oversized_requests_and_its_memory_stays_flat
     for protocol, port in (("grpc", launched.grpc), ("http", launched.http)):
         [reading] = OcrClient(f"127.0.0.1:{port}", protocol).recognize([("w", word_images[0])])
         assert reading.ok and reading.text is not None, reading
+    # The project's client never sends what the proxy would refuse, and says what happened in its own words.
+    big = bytes(BIG_BYTES // 5)
+    for protocol, port in (("grpc", launched.grpc), ("http", launched.http)):
+        over, word = OcrClient(f"127.0.0.1:{port}", protocol).recognize([("big", big), ("w", word_images[0])])
+        assert over.error == f"encoded image too large: {len(big)} bytes (limit 8388608)" and word.ok, (over, word)
+    from spinrec.client.ocr import ClientError
+
+    with pytest.raises(ClientError, match="is this the gRPC port"):
+        OcrClient(f"127.0.0.1:{launched.grpc}", "http", retry=NO_RETRY).recognize([("w", word_images[0])])
 
 
 def test_http10_requests_through_the_front_end_and_hold_no_connection(launched):

@@ -20,7 +20,7 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from spinrec.client.resilience import EndpointPool, RetryPolicy, parse_urls
-from spinrec.contract import CHAR_PROBS, CONFIDENCE, ENSEMBLE as MODEL, ERROR, FLAG, IMAGE, TEXT
+from spinrec.contract import CHAR_PROBS, CONFIDENCE, ENSEMBLE as MODEL, ERROR, FLAG, IMAGE, MAX_BYTES, MAX_REQUEST_BYTES, TEXT
 
 PROTOCOLS = {"http": "127.0.0.1:8000", "grpc": "127.0.0.1:8001"}
 # The HTTP status and the ensemble's name only add noise to an error message.
@@ -79,9 +79,35 @@ def image_input(api, images: Sequence[bytes]):
     return request
 
 
+#: Room for one request's own framing beside its images (HTTP's JSON header and lengths, gRPC's protobuf).
+_FRAMING_BYTES = 4096
+
+
 def _message(error: BaseException) -> str:
     text = error.message() if isinstance(error, InferenceServerException) else f"{type(error).__name__}: {error}"
-    return _NOISE.sub("", text or str(error))
+    text = _NOISE.sub("", text or str(error))
+    if "while decoding the response" in text or "Parse error at offset" in text:
+        # tritonclient.http parses every answer as Triton's JSON; what is not Triton's answer ends here.
+        text = ("the answer is not Triton's (a front proxy refusing the request, e.g. 413 for a body over "
+                f"{MAX_REQUEST_BYTES} bytes, or not an HTTP server: is this the gRPC port? use -i grpc) [{text}]")  # fmt: skip
+    elif any(not (c.isprintable() or c.isspace()) for c in text):
+        text = f"the server's answer is not HTTP (is this the gRPC port? use -i grpc): {text.encode('unicode_escape')[:80].decode()}"
+    return text
+
+
+def chunks(sizes: Sequence[int], batch_size: int, limit: int = MAX_REQUEST_BYTES) -> list[list[int]]:
+    """Indexes of images (of ``sizes`` bytes) grouped in order into requests of at most ``batch_size`` images
+    whose bodies stay under the front proxy's ``limit``."""
+    out: list[list[int]] = []
+    total = 0
+    for i, size in enumerate(sizes):
+        if out and len(out[-1]) < batch_size and total + size + _FRAMING_BYTES <= limit:
+            out[-1].append(i)
+            total += size
+        else:
+            out.append([i])
+            total = size
+    return out
 
 
 class OcrClient:
@@ -152,7 +178,10 @@ class OcrClient:
         try:
             live = await self._client.is_server_live()
         except Exception as e:
-            raise ClientError(f"cannot reach Triton at {self.url} over {self.protocol}: {_message(e)}") from None
+            message = _message(e)
+            if self.protocol == "http" and "Disconnected" in message:  # an HTTP/2-only (gRPC) listener hangs up on HTTP/1.1
+                message += " (is this the gRPC port? use -i grpc)"
+            raise ClientError(f"cannot reach Triton at {self.url} over {self.protocol}: {message}") from None
         if not live:
             raise ClientError(f"Triton at {self.url} answers but is not live")
         if not await self._client.is_model_ready(self.model):
@@ -209,12 +238,14 @@ class OcrClient:
         for i, (path, data) in enumerate(items):
             if isinstance(data, Exception):
                 results[i] = Result(path, error=str(data))
+            elif len(data) > MAX_BYTES:  # the server would refuse it, or its front proxy the whole request
+                results[i] = Result(path, error=f"encoded image too large: {len(data)} bytes (limit {MAX_BYTES})")
             else:
                 sendable.append(i)
         gate = asyncio.Semaphore(self.concurrency)
-        chunks = [sendable[s : s + self.batch_size] for s in range(0, len(sendable), self.batch_size)]
-        batches = [self._batch(gate, [items[i][0] for i in c], [items[i][1] for i in c]) for c in chunks]
-        for chunk, readings in zip(chunks, await asyncio.gather(*batches)):
+        groups = [[sendable[k] for k in c] for c in chunks([len(items[i][1]) for i in sendable], self.batch_size)]
+        batches = [self._batch(gate, [items[i][0] for i in c], [items[i][1] for i in c]) for c in groups]
+        for chunk, readings in zip(groups, await asyncio.gather(*batches)):
             for i, r in zip(chunk, readings):
                 results[i] = r
         return results
