@@ -214,7 +214,7 @@ def test_a_run_can_start_from_a_checkpoint(tmp_path):
     tuned.run(progress=False)
     export(tmp_path / "tuned", tmp_path / "tuned_out" / "w.safetensors")
     card = (tmp_path / "tuned_out" / "README.md").read_text()
-    assert f"Started from `{tmp_path / 'base_out' / 'w.safetensors'}` as it was when this run began (spinrec.training.train synthetic-data run base, step 2" in card
+    assert f"Started from `{tmp_path / 'base_out' / 'w.safetensors'}` as it was when this run began (spinrec.training.train run base, step 2" in card
     weights.save(SPIN(dataclasses.replace(TINY, head_hidden_size=16)), tmp_path / "other.safetensors")
     with pytest.raises(weights.CheckpointError, match="init checkpoint"):
         Trainer(_run_config(init=str(tmp_path / "other.safetensors")), tmp_path / "bad")

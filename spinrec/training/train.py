@@ -17,7 +17,7 @@ Commands::
 
     python -m spinrec.training.train run configs/spin_compact.json /root/spin_runs/compact
     python -m spinrec.training.train export /root/spin_runs/compact weights/default.safetensors --half \
-        --eval-report reports/heldout2000.json --real-crops-report reports/real_crops_default.json
+        --eval-report reports/eval_default.json --real-crops-report reports/real_crops_default.json
         # also writes weights/README.md (model card)
 """
 
@@ -436,7 +436,7 @@ def export(run_dir: str | Path, out: str | Path, half: bool = False, reports: Ca
     weights.load_state(model, weights.read_state(run_dir / "last.safetensors"))
     last_val = next((h for h in reversed(state["history"]) if "val_acc" in h), {})
     meta = {
-        "source": f"spinrec.training.train synthetic-data run {run_dir.name}, step {state['step']}",
+        "source": f"spinrec.training.train run {run_dir.name}, step {state['step']}",
         "step": str(state["step"]),
         "train_seconds": str(round(state["elapsed"])),
         "val_acc": str(last_val.get("val_acc", "")),
