@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in DELEGATED:
         import importlib
 
-        return importlib.import_module(DELEGATED[args.command][0]).main(rest)
+        return importlib.import_module(DELEGATED[args.command][0]).main(rest, prog=f"spinrec {args.command}")
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:

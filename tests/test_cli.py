@@ -125,3 +125,9 @@ def test_weights_that_are_not_a_checkpoint_get_one_line(tmp_path):
     done = _run("recognize", "--weights", str(tmp_path / "notes.safetensors"), str(tmp_path / "w.png"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "is not a safetensors checkpoint" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_delegated_commands_print_the_command_the_user_typed_as_their_usage():
+    for command in ("serve", "synth", "train", "evaluate"):
+        done = _run(command, "--help")
+        assert done.returncode == 0 and done.stdout.startswith(f"usage: spinrec {command} "), done.stdout[:200]

@@ -335,8 +335,8 @@ def _options(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spinrec.evaluation.evaluate", description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m spinrec.evaluation.evaluate") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("datasets", nargs="+", help="LMDB folder, folder with labels.txt, or a label file")
     parser.add_argument("--weights", help="safetensors checkpoint for the in-process backend")
     parser.add_argument("--server", metavar="HOST:PORT", help="read through a Triton server serving spin_ocr")

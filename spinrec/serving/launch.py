@@ -267,9 +267,9 @@ def builder_options(args: argparse.Namespace) -> list[str]:
     return repository.export_check_options(args.max_error, args.noise_factor)
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+def parse_args(argv: list[str] | None, prog: str = "python -m spinrec.serving.launch") -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
-        prog="python -m spinrec.serving.launch",
+        prog=prog,
         description="Start Triton on the SPIN model repository (unknown options go to tritonserver).",
     )
     parser.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY, help="default: %(default)s")
@@ -394,8 +394,9 @@ def _drain_and_stop(server: subprocess.Popen, proxy: subprocess.Popen | None, ad
         time.sleep(0.05)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args, extra = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m spinrec.serving.launch") -> int:
+    """``prog``: the command as the user typed it (``spinrec serve`` passes its own), for usage lines."""
+    args, extra = parse_args(argv, prog)
     try:
         binary, wheel = find_server()
         if not args.no_build:

@@ -551,8 +551,8 @@ def write_lmdb(path: str | Path, samples: list[tuple[bytes, str]]) -> None:
     env.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spinrec.training.synth", description="render a synthetic word-image set")
+def main(argv: list[str] | None = None, prog: str = "python -m spinrec.training.synth") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="render a synthetic word-image set")
     parser.add_argument("out", help="output folder (images/, labels.txt)")
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1_000_003, help="stream seed (training uses small seeds)")

@@ -673,8 +673,8 @@ def _card_evaluations(reports: CardReports) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spinrec.training.train", description="train SPIN on synthetic words")
+def main(argv: list[str] | None = None, prog: str = "python -m spinrec.training.train") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="train SPIN on synthetic words and real crops")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="train (or resume) a run")
     p.add_argument("config", help="JSON config (configs/spin_compact.json, configs/spin_r32.json)")
