@@ -16,6 +16,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 #: ISA features that decide which kernels oneDNN / ONNX Runtime / OpenVINO can use.
 FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
@@ -100,13 +101,19 @@ def _parent(pid: int) -> int | None:
     return int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
-def find_server_pid(port: int) -> int | None:
-    """The tritonserver whose command line names ``port`` (HTTP, gRPC or metrics)."""
+def processes(name: str, matches: Callable[[list[str]], bool] = lambda args: True) -> list[int]:
+    """PIDs of the processes whose executable is called ``name`` and whose arguments ``matches``."""
+    found = []
     for pid in _pids():
         args = _cmdline(pid)
-        if args and Path(args[0]).name == "tritonserver" and any(a.endswith(f"-port={port}") for a in args):
-            return pid
-    return None
+        if args and Path(args[0]).name == name and matches(args):
+            found.append(pid)
+    return found
+
+
+def find_server_pid(port: int) -> int | None:
+    """The tritonserver whose command line names ``port`` (HTTP, gRPC or metrics)."""
+    return next(iter(processes("tritonserver", lambda args: any(a.endswith(f"-port={port}") for a in args))), None)
 
 
 def descendants(root: int) -> list[int]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,7 +30,6 @@ def _recognize(args: argparse.Namespace) -> int:
     from spinrec.client.cli import report
     from spinrec.client.ocr import Result
     from spinrec.pipeline import Pipeline
-    from spinrec.preprocess import preprocess_outcomes
 
     if args.weights is None and not DEFAULT_WEIGHTS.is_file():
         print(f"spinrec: error: no --weights and no shipped default ({DEFAULT_WEIGHTS})", file=sys.stderr)
@@ -43,22 +41,17 @@ def _recognize(args: argparse.Namespace) -> int:
     items = collect(args.images)
     results: list[Result] = []
     with tqdm(total=len(items), desc="recognize", unit="img", file=sys.stderr, disable=len(items) < 2 * recognizer.batch_size) as bar:
-        for start in range(0, len(items), recognizer.batch_size):
+        for start in range(0, len(items), recognizer.batch_size):  # one batch at a time, for the progress bar
             chunk = items[start : start + recognizer.batch_size]
-            readable = [i for i, (_, data) in enumerate(chunk) if not isinstance(data, Exception)]
-            outcomes = preprocess_outcomes([chunk[i][1] for i in readable], capture_native_stderr=True)
-            good = [k for k, e in enumerate(outcomes.errors) if e is None]
-            readings = dict(zip(good, recognizer.decode(recognizer.encoder(outcomes.batch[good])) if good else []))
-            row_of = {i: k for k, i in enumerate(readable)}
-            for i, (path, data) in enumerate(chunk):
-                k = row_of.get(i)
-                error = data if k is None else outcomes.errors[k]
-                if error is not None:
-                    results.append(Result(path, error=str(error)))
-                    continue
-                r = readings[k]
-                probs = [float(p) for p in r.char_probs] if args.char_probs else None
-                results.append(Result(path, r.text, r.confidence, probs, flag=outcomes.flags[k]))
+            readable = [data for _, data in chunk if not isinstance(data, Exception)]
+            read = iter(recognizer.read(readable, capture_native_stderr=True))
+            for path, data in chunk:
+                r, flag = (data, None) if isinstance(data, Exception) else next(read)
+                if isinstance(r, Exception):
+                    results.append(Result(path, error=str(r)))
+                else:
+                    probs = [float(p) for p in r.char_probs] if args.char_probs else None
+                    results.append(Result(path, r.text, r.confidence, probs, flag=flag))
             bar.update(len(chunk))
     for r in results:
         report(r, args.json)

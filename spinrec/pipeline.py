@@ -17,7 +17,7 @@ import numpy as np
 from spinrec import contract
 from spinrec.charset import Charset
 from spinrec.decoding import Reading, decode
-from spinrec.preprocess import ImageError, ImageInput, preprocess_batch
+from spinrec.preprocess import ImageError, ImageInput, preprocess_batch, preprocess_outcomes
 from spinrec.runtime import Encoder, open_encoder
 
 if TYPE_CHECKING:
@@ -86,17 +86,26 @@ class Pipeline:
     def decode(self, features: np.ndarray) -> list[Reading]:
         return self.decoder(features)
 
+    def read(self, images: Sequence[ImageInput], capture_native_stderr: bool = False) -> list[tuple[Reading | ImageError, str | None]]:
+        """One ``(reading, flag)`` per image, in order: the :class:`Reading` and the degenerate image's flag (or
+        None), or the :class:`ImageError` that image raised and None (the other images are still read).
+        ``capture_native_stderr`` folds codec messages into the errors (:func:`spinrec.preprocess.preprocess_outcomes`)."""
+        results: list[tuple[Reading | ImageError, str | None]] = []
+        for start in range(0, len(images), self.batch_size):
+            outcomes = preprocess_outcomes(images[start : start + self.batch_size], capture_native_stderr)
+            good = [i for i, e in enumerate(outcomes.errors) if e is None]
+            readings = dict(zip(good, self.decoder(self.encoder(outcomes.batch[good])))) if good else {}
+            results += [(readings[i], outcomes.flags[i]) if e is None else (e, None) for i, e in enumerate(outcomes.errors)]
+        return results
+
     def recognize(self, images: Sequence[ImageInput]) -> list[Reading | ImageError]:
         """One result per image, in order: a :class:`Reading`, or the :class:`ImageError` that image
         raised (the other images are still read)."""
-        results: list[Reading | ImageError] = []
-        for start in range(0, len(images), self.batch_size):
-            batch, errors = preprocess_batch(images[start : start + self.batch_size])
-            good = [i for i, e in enumerate(errors) if e is None]
-            readings = self.decoder(self.encoder(batch[good])) if good else []
-            by_row = dict(zip(good, readings))
-            results += [by_row[i] if e is None else e for i, e in enumerate(errors)]
-        return results
+        return [reading for reading, _ in self.read(images)]
+
+    def read_preprocessed(self, batch: np.ndarray) -> list[Reading]:
+        """Readings of already preprocessed images ``[N, 1, 32, 100]``, ``batch_size`` at a time."""
+        return [r for start in range(0, len(batch), self.batch_size) for r in self.decode(self.encoder(batch[start : start + self.batch_size]))]
 
     def texts(self, images: Sequence[ImageInput]) -> list[str]:
         """The text of every image, in one batch (perf's request path); a ValueError if any cannot be read."""

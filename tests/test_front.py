@@ -21,7 +21,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from conftest import REPO_ROOT, SERVER_START_TIMEOUT_S, free_port
-from perf.machine import server_memory
+from perf.machine import processes, server_memory
 from spinrec.client.resilience import NO_RETRY
 from spinrec.serving import front
 
@@ -45,15 +45,7 @@ def _listening(port: int) -> bool:
 
 def _processes(name: str, needle: str) -> list[int]:
     """Processes whose executable is ``name`` and whose command line mentions ``needle``."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        if args and os.path.basename(args[0].decode(errors="replace")) == name and needle in b" ".join(args).decode(errors="replace"):
-            found.append(int(pid))
-    return found
+    return processes(name, lambda args: needle in " ".join(args))
 
 
 def _temporary_folders() -> set[str]:

@@ -178,36 +178,45 @@ def build_int8(onnx_path: str | Path, images: np.ndarray | None = None) -> dict[
     }
 
 
+def held_out_set() -> tuple[np.ndarray, list[str]]:
+    """The part of the calibration set that calibration never sees (after its first :data:`CALIBRATION_COUNT`)."""
+    images, texts = calibration_set()
+    return images[CALIBRATION_COUNT:], texts[CALIBRATION_COUNT:]
+
+
+def read_held_out(pipeline) -> tuple[list[str], float]:
+    """What ``pipeline`` (a :class:`spinrec.pipeline.Pipeline`) reads on :func:`held_out_set`, and its word accuracy."""
+    from spinrec.evaluation.metrics import RecMetric
+
+    images, texts = held_out_set()
+    read = [r.text for r in pipeline.read_preprocessed(images)]
+    metric = RecMetric()
+    metric.update(read, texts)
+    return read, metric.result()["acc"]
+
+
 def build_gate(onnx_path: str | Path, checkpoint: str | Path, threads: int = 2) -> dict:
     """The builder's per-checkpoint gate: fp32 and the NNCF int8 encoder next to ``onnx_path`` (OpenVINO, as
     served) read the held-out part of the calibration set with ``checkpoint``'s head. Returns the record for
     ``build.json``: ``passes``, ``identical`` (share of texts equal to fp32's), both word accuracies, the
     thresholds, and ``reason`` when it fails."""
-    from spinrec.evaluation.metrics import RecMetric
     from spinrec.pipeline import Pipeline
 
-    images, texts = calibration_set()
-    images, texts = images[CALIBRATION_COUNT:], texts[CALIBRATION_COUNT:]
-    read = {}
+    read, accuracy = {}, {}
     for precision in ("fp32", "int8"):
-        pipeline = Pipeline.open(checkpoint, "openvino", onnx_path, threads, precision, batch_size=64)
-        read[precision] = [r.text for start in range(0, len(images), 64) for r in pipeline.decode(pipeline.encoder(images[start : start + 64]))]
-    accuracy = {}
-    for precision, got in read.items():
-        metric = RecMetric()
-        metric.update(got, texts)
-        accuracy[precision] = metric.result()["acc"]
-    identical = sum(a == b for a, b in zip(read["fp32"], read["int8"])) / len(texts)
+        read[precision], accuracy[precision] = read_held_out(Pipeline.open(checkpoint, "openvino", onnx_path, threads, precision, batch_size=64))
+    count = len(read["fp32"])
+    identical = sum(a == b for a, b in zip(read["fp32"], read["int8"])) / count
     drop = 100 * (accuracy["fp32"] - accuracy["int8"])
     record = {
-        "images": len(texts), "identical": identical, "fp32_word_accuracy": accuracy["fp32"], "int8_word_accuracy": accuracy["int8"],
+        "images": count, "identical": identical, "fp32_word_accuracy": accuracy["fp32"], "int8_word_accuracy": accuracy["int8"],
         "min_identical": BUILD_GATE_IDENTICAL, "max_drop_points": GATE_POINTS,
         "passes": identical >= BUILD_GATE_IDENTICAL and drop <= GATE_POINTS,
     }  # fmt: skip
     if not record["passes"]:
         failed = []
         if identical < BUILD_GATE_IDENTICAL:
-            failed.append(f"int8 read {100 * identical:.1f} % of {len(texts)} held-out calibration images as fp32 does (needs >= {100 * BUILD_GATE_IDENTICAL:.0f} %)")
+            failed.append(f"int8 read {100 * identical:.1f} % of {count} held-out calibration images as fp32 does (needs >= {100 * BUILD_GATE_IDENTICAL:.0f} %)")
         if drop > GATE_POINTS:
             failed.append(f"int8 lost {drop:.2f} points of word accuracy there (at most {GATE_POINTS})")
         record["reason"] = "; ".join(failed)

@@ -246,7 +246,7 @@ def build(
         print(f"build_repository: INT8 gate: {'pass' if int8_gate['passes'] else 'FAIL'}, {precision['reason']}", file=sys.stderr)
 
     steps.set_postfix_str("reading check")
-    reads = reading_check(model)
+    reads = reading_check(model, int8_gate)
     if not reads["usable"] and weights is not None:
         print(DEGENERATE_BANNER.format(bar="!" * 100, source=weights, accuracy=reads["word_accuracy"], images=reads["images"]), file=sys.stderr)
 
@@ -291,21 +291,18 @@ def build(
     return record
 
 
-def reading_check(model) -> dict:
-    """Word accuracy of ``model`` (in PyTorch) on the held-out part of the package's calibration words, and
-    whether that is a usable recognizer (:data:`USABLE_ACCURACY`)."""
-    from spinrec.evaluation.metrics import RecMetric
-    from spinrec.export.quantize import CALIBRATION_COUNT, calibration_set
+def reading_check(model, int8_gate: dict | None = None) -> dict:
+    """Word accuracy of the checkpoint on the held-out part of the package's calibration words, and whether that
+    is a usable recognizer (:data:`USABLE_ACCURACY`): the INT8 gate's fp32 reading where it ran (the same images,
+    the exported graph the export check matched to PyTorch), else ``model`` in PyTorch."""
+    from spinrec.export.quantize import held_out_set, read_held_out
     from spinrec.pipeline import Pipeline
 
-    images, texts = calibration_set()
-    images, texts = images[CALIBRATION_COUNT:], texts[CALIBRATION_COUNT:]
-    pipeline = Pipeline.open(model, batch_size=64)
-    read = [r.text for start in range(0, len(images), 64) for r in pipeline.decode(pipeline.encoder(images[start : start + 64]))]
-    metric = RecMetric()
-    metric.update(read, texts)
-    accuracy = metric.result()["acc"]
-    return {"images": len(texts), "word_accuracy": accuracy, "usable": accuracy >= USABLE_ACCURACY}
+    if int8_gate is not None:
+        images, accuracy = int8_gate["images"], int8_gate["fp32_word_accuracy"]
+    else:
+        images, accuracy = len(held_out_set()[1]), read_held_out(Pipeline.open(model, batch_size=64))[1]
+    return {"images": images, "word_accuracy": accuracy, "usable": accuracy >= USABLE_ACCURACY}
 
 
 def main(argv: list[str] | None = None) -> int:
