@@ -16,9 +16,11 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 WORKDIR /opt/spin/src
 COPY pyproject.toml ./
+COPY client client
 COPY spinrec spinrec
 COPY builders builders
 COPY model_repository model_repository
-RUN python3 -m pip install -e ".[serve]"
+# The client (spinrec-client, ./client) owns the serving contract the package imports: named in the same command.
+RUN python3 -m pip install -e ./client -e ".[serve]"
 EXPOSE 8000 8001 8002
 ENTRYPOINT ["python3", "-m", "spinrec.serving.launch"]

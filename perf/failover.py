@@ -41,8 +41,8 @@ import yaml
 from spinrec.preprocess import MAX_REQUEST_BYTES
 from spinrec.serving import front
 from spinrec.serving.launch import free_port
-from spinrec.client import OcrClient
-from spinrec.client.resilience import NO_RETRY, RetryPolicy
+from spinrec_client import OcrClient
+from spinrec_client.resilience import NO_RETRY, RetryPolicy
 from perf.run import _ready, stop
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from spinrec.client.ocr import image_input
+from spinrec_client.ocr import image_input
 
 
 class GrpcOcr:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv with the package, the Triton server (pytriton wheel), tritonclient and perf_analyzer.
+# Creates .venv with the package and its client (./client, both editable), the Triton server (pytriton wheel),
+# tritonclient and perf_analyzer.
 # --dev adds the perf tooling and what the tests need: pytest, PaddlePaddle and PaddleOCR's pre/post-processing (fidelity
 # references), onnxruntime-extensions, mypy and TensorRT's type stubs.
 set -euo pipefail
@@ -52,10 +53,13 @@ if $dev; then
     # Prometheus: the multi-replica failover test (tests/test_failover.py) scrapes the replicas with it.
     apt_install_missing prometheus || echo "setup: prometheus install failed; the failover test will be skipped"
 fi
+# The client (./client, its own distribution) is named in every install line: the package depends on it
+# (spinrec-client, not on PyPI) for the serving contract, and pip takes it from the folder only when the same
+# command names it.
 if ! $dev; then
-    .venv/bin/python -m pip install -q -e ".[serve,torch]"
+    .venv/bin/python -m pip install -q -e ./client -e ".[serve,torch]"
 else
-    .venv/bin/python -m pip install -q -e ".[serve,torch,perf,dev]"
+    .venv/bin/python -m pip install -q -e ./client -e ".[serve,torch,perf,dev]"
     # --no-deps: the stubs' declared dependency is the real TensorRT, which installs only from NVIDIA's index.
     .venv/bin/python -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
     # PaddleOCR's published pre/post-processing is a test reference; only three of its modules are imported

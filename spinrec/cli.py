@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from spinrec.inputs import collect
+from spinrec_client.inputs import collect
 from spinrec.preprocess import ImageError
 from spinrec.export.repository import DEFAULT_WEIGHTS
 
@@ -27,8 +27,8 @@ def _recognize(args: argparse.Namespace) -> int:
     failed or was flagged, 2 nothing could be read), progress on stderr for many images."""
     from tqdm import tqdm
 
-    from spinrec.client.cli import report
-    from spinrec.client.ocr import Result
+    from spinrec_client.cli import report
+    from spinrec_client.ocr import Result
     from spinrec.pipeline import Pipeline
 
     if args.weights is None and not DEFAULT_WEIGHTS.is_file():

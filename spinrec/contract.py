@@ -1,10 +1,17 @@
 """The serving contract: the one place the names, tensors, file layout and plugin identity are written.
 
+Its public part (the ensemble's name :data:`ENSEMBLE`, the tensors a client sends and reads, the request
+limits) is owned by the client, :mod:`spinrec_client.contract`, and imported from there: the client must work
+without this package installed, and with one owner the server imports what the client publishes, never a
+copy. (Reading the names from the server's model metadata was rejected: what each tensor means still has to
+be known to the client.) This module adds the server-only facts: the internal steps and their tensors,
+shapes, the model repository's artifact layout and the TensorRT plugin's identity.
+
 Everything that builds, serves, calls or measures the models imports these values; the ``config.pbtxt``
 files cannot import, so ``tests/test_contract.py`` checks each of them against :data:`MODELS`, and the
 TensorRT plugin's C++ constants (``kPLUGIN_NAME``, ``kPLUGIN_VERSION``) against :data:`PLUGIN_OP` and
-:data:`PLUGIN_VERSION`. Standard library only: every process (the Triton stubs, the client, the
-launcher) may import it without pulling anything else in.
+:data:`PLUGIN_VERSION`. Standard library only (and the client's contract, itself standard library only):
+every process (the Triton stubs, the launcher) may import it without pulling anything else in.
 """
 
 from __future__ import annotations
@@ -12,23 +19,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The client's (public) part, re-exported: spinrec.contract.TEXT etc. are the client's names.
+from spinrec_client.contract import (  # noqa: F401
+    CHAR_PROBS,
+    CONFIDENCE,
+    ENSEMBLE,
+    ERROR,
+    FLAG,
+    IMAGE,
+    MAX_BYTES,
+    MAX_REQUEST_BYTES,
+    TEXT,
+)
+
 # ------------------------------------------------------------------------------------------- models
 PREPROCESS = "spin_preprocess"
 ENCODER = "spin_encoder"
 DECODER = "spin_decoder"
-ENSEMBLE = "spin_ocr"
 
 # ---------------------------------------------------------------------------------------- tensors
-#: What clients see, per image (one row of the batch): ``IMAGE`` (encoded PNG, JPEG, ...) in; ``TEXT``,
-#: ``CONFIDENCE``, ``CHAR_PROBS`` (on request), ``ERROR`` (empty when the image was read, else why it was
-#: refused; its ``TEXT`` is then empty and its ``CONFIDENCE`` 0) and ``FLAG`` (empty, or why the reading of a
-#: degenerate image is doubtful, starting with one of :data:`spinrec.preprocess.FLAGS`) out.
-IMAGE = "IMAGE"
-TEXT = "TEXT"
-CONFIDENCE = "CONFIDENCE"
-CHAR_PROBS = "CHAR_PROBS"
-ERROR = "ERROR"
-FLAG = "FLAG"
 #: Between the steps: the preprocessed batch (the encoder graph's input) and the encoder's features
 #: (its output, the decoder's input). The ONNX graph uses the same two names.
 ENCODER_INPUT = "image"
@@ -83,15 +92,6 @@ MODELS = {
 #: ``reason`` (one of spinrec.preprocess.REJECTIONS) / ``flag`` (one of spinrec.preprocess.FLAGS)).
 REJECTED_METRIC = "spin_images_rejected_total"
 FLAGGED_METRIC = "spin_readings_flagged_total"
-
-# --------------------------------------------------------------------------------------------- limits
-#: Largest accepted encoded image, in bytes (the preprocessor refuses larger ones per image; the client does not
-#: send them).
-MAX_BYTES = 8 * 1024 * 1024
-#: Largest request body the front proxy (spinrec.serving.front) lets through to Triton: one image of
-#: MAX_BYTES and room for the request's own header (JSON / protobuf framing); larger ones are refused there,
-#: before Triton copies them into the preprocessor's shared memory. The client sizes its batches under it.
-MAX_REQUEST_BYTES = MAX_BYTES + 64 * 1024
 
 # --------------------------------------------------------------------------- model repository layout
 #: Artifacts inside a model repository, relative to its root.

@@ -89,7 +89,7 @@ def test_recognize_behaves_like_the_client(default_server, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     images = [str(tmp_path / n) for n in ("word.png", "tiny.png", "wide.png", "bad.png")]
     local = _run("recognize", *images)
-    served = subprocess.run([sys.executable, "-m", "spinrec.client", "-u", default_server.http_url, *images],
+    served = subprocess.run([sys.executable, "-m", "spinrec_client", "-u", default_server.http_url, *images],
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert local.returncode == served.returncode == 1, (local.stderr, served.stderr)
 

@@ -1,4 +1,4 @@
-"""The client library and ``python -m spinrec.client`` against the real server (HTTP and gRPC)."""
+"""The client library and ``python -m spinrec_client`` against the real server (HTTP and gRPC)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from spinrec.client import ClientError, OcrClient, collect
+from spinrec_client import ClientError, OcrClient, collect
 from conftest import REPO_ROOT, WORDS, free_port
 
 PROTOCOLS = ("http", "grpc")
@@ -81,7 +81,7 @@ def test_collect_expands_directories_globs_and_stdin(image_dir, word_images):
 
 
 def run_cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "spinrec.client", *args], cwd=REPO_ROOT, input=stdin, capture_output=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "spinrec_client", *args], cwd=REPO_ROOT, input=stdin, capture_output=True, timeout=120)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -179,7 +179,7 @@ def test_bad_images_cost_no_extra_round_trips(triton_server, protocol, word_imag
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_batch_size_above_the_servers_is_clamped_with_a_warning(triton_server, protocol, word_images):
-    from spinrec.client.ocr import BatchSizeClamped
+    from spinrec_client.ocr import BatchSizeClamped
 
     client = OcrClient(triton_server.url(protocol), protocol, batch_size=100)
     items = [(f"w{i % len(word_images)}", word_images[i % len(word_images)]) for i in range(130)]
@@ -209,7 +209,7 @@ def test_cli_marks_flagged_images_and_exits_1(triton_server, tmp_path, word_imag
 def test_requests_are_sized_under_the_front_proxys_limit():
     """Images go in order, at most batch_size per request, and a request's body stays under the proxy's limit
     (an image alone may fill one)."""
-    from spinrec.client.ocr import chunks
+    from spinrec_client.ocr import chunks
     from spinrec.contract import MAX_BYTES, MAX_REQUEST_BYTES
 
     assert chunks([10] * 5, 2) == [[0, 1], [2, 3], [4]]

@@ -11,8 +11,8 @@ import time
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from spinrec.client import OcrClient
-from spinrec.client.resilience import NO_RETRY, EndpointPool, RetriesExhausted, RetryPolicy, parse_urls, retryable
+from spinrec_client import OcrClient
+from spinrec_client.resilience import NO_RETRY, EndpointPool, RetriesExhausted, RetryPolicy, parse_urls, retryable
 from conftest import REPO_ROOT, free_port
 
 PROTOCOLS = ("http", "grpc")
@@ -110,10 +110,10 @@ def test_cli_retry_options(triton_server, tmp_path, word_images, expected):
     image = tmp_path / "a.png"
     image.write_bytes(word_images[0])
     url = f"127.0.0.1:{free_port()},{triton_server.http_url}"
-    ok = subprocess.run([sys.executable, "-m", "spinrec.client", str(image), "-u", url, "--retries", "2", "--retry-backoff", "0.01"],
+    ok = subprocess.run([sys.executable, "-m", "spinrec_client", str(image), "-u", url, "--retries", "2", "--retry-backoff", "0.01"],
                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.split("\t")[1] == expected[0].text
-    bad = subprocess.run([sys.executable, "-m", "spinrec.client", str(image), "-u", url, "--retries", "-1"],
+    bad = subprocess.run([sys.executable, "-m", "spinrec_client", str(image), "-u", url, "--retries", "-1"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "attempts must be at least 1" in bad.stderr

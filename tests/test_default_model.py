@@ -73,7 +73,7 @@ def test_reads_clean_words_in_every_heldout_font_file():
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_reads_clean_words_through_triton(default_server, protocol, clean_words):
-    from spinrec.client.ocr import OcrClient
+    from spinrec_client.ocr import OcrClient
 
     results = OcrClient(default_server.url(protocol), protocol, batch_size=5).recognize(list(zip(WORDS, clean_words)))
     assert [r.text for r in results] == [w.lower() for w in WORDS]

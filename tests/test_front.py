@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from conftest import REPO_ROOT, SERVER_START_TIMEOUT_S, free_port
 from perf.machine import processes, server_memory
-from spinrec.client.resilience import NO_RETRY
+from spinrec_client.resilience import NO_RETRY
 from spinrec.serving import front
 
 BIG_REQUESTS = 20  # of 50 MB each, half over HTTP, half over gRPC
@@ -122,7 +122,7 @@ def test_the_default_launch_refuses_oversized_requests_and_its_memory_stays_flat
     """20 requests of 50 MB to the public ports are refused by the proxy (413; an HTTP client still uploading
     may see the connection closed first), Triton never sees them, its RSS (server and stubs) stays within
     baseline + 64 MiB, Triton's own ports listen on loopback only, and a word is still read."""
-    from spinrec.client import OcrClient
+    from spinrec_client import OcrClient
 
     log = launched.log.read_text()
     assert f"--http-address=127.0.0.1 --http-port={launched.internal[0]}" in log and f"--grpc-port={launched.internal[1]}" in log
@@ -147,7 +147,7 @@ def test_the_default_launch_refuses_oversized_requests_and_its_memory_stays_flat
     for protocol, port in (("grpc", launched.grpc), ("http", launched.http)):
         over, word = OcrClient(f"127.0.0.1:{port}", protocol).recognize([("big", big), ("w", word_images[0])])
         assert over.error == f"encoded image too large: {len(big)} bytes (limit 8388608)" and word.ok, (over, word)
-    from spinrec.client.ocr import ClientError
+    from spinrec_client.ocr import ClientError
 
     with pytest.raises(ClientError, match="is this the gRPC port"):
         OcrClient(f"127.0.0.1:{launched.grpc}", "http", retry=NO_RETRY).recognize([("w", word_images[0])])

@@ -1,5 +1,6 @@
 """Imports run one way: the package never reaches up into the repository's tools, its modules import each
-other without loops, and the CPU serving path runs without PyTorch.
+other without loops, the client (``client/spinrec_client``, its own distribution) imports nothing of the
+server (spinrec -> spinrec_client, never back), and the CPU serving path runs without PyTorch.
 
 The graph is read from the sources with ``ast``, function-level imports included (a lazy import is still a
 dependency: it only moves the failure to the first call).
@@ -16,12 +17,15 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "spinrec"
+#: The client's package: a distribution of its own (client/pyproject.toml), importable without the server.
+CLIENT = PACKAGE.parent / "client" / "spinrec_client"
 #: Top-level folders of the repository that are tools around the package, never dependencies of it.
 OUTSIDE = ("builders", "perf", "tests", "conftest")
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    root = CLIENT.parent if path.is_relative_to(CLIENT) else PACKAGE.parent
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -46,10 +50,12 @@ def imported_names(path: Path) -> list[tuple[str, int]]:
 
 
 def _is_package_module(name: str) -> bool:
-    if not name.startswith("spinrec."):
+    top, _, rest = name.partition(".")
+    package = {"spinrec": PACKAGE, "spinrec_client": CLIENT}.get(top)
+    if package is None or not rest:
         return False
-    rel = Path(*name.split(".")[1:])
-    return (PACKAGE / rel).with_suffix(".py").is_file() or (PACKAGE / rel / "__init__.py").is_file()
+    rel = Path(*rest.split("."))
+    return (package / rel).with_suffix(".py").is_file() or (package / rel / "__init__.py").is_file()
 
 
 def package_graph() -> dict[str, list[tuple[str, int]]]:
@@ -66,13 +72,27 @@ def test_the_package_never_imports_the_tools_around_it():
     assert not upward, "the package imports repository tools:\n" + "\n".join(upward)
 
 
-@pytest.mark.parametrize("folder", ["spinrec", "builders", "perf"])
+def test_the_client_never_imports_the_server():
+    """``pip install ./client`` holds only spinrec_client: an import of spinrec (or of a tool folder) would fail
+    there, so the client imports only itself, the standard library and its declared dependencies."""
+    upward = [
+        f"{module} line {line}: {target}"
+        for module, targets in ((module_name(p), imported_names(p)) for p in sorted(CLIENT.rglob("*.py")))
+        for target, line in targets
+        if target.split(".")[0] in ("spinrec", *OUTSIDE)
+    ]
+    assert not upward, "the client imports the server or repository tools:\n" + "\n".join(upward)
+    assert CLIENT.is_dir() and module_name(CLIENT / "ocr.py") == "spinrec_client.ocr"
+
+
+@pytest.mark.parametrize("folder", ["spinrec", "client/spinrec_client", "builders", "perf"])
 def test_no_import_loops(folder):
-    """Within the package, and within each tool folder around it (builders/build_engine and verify_engine once
-    imported each other)."""
+    """Within the package, the client, and each tool folder around them (builders/build_engine and
+    verify_engine once imported each other)."""
     root = PACKAGE.parent / folder
+    top = Path(folder).name
     graph = {
-        module: {t for t, _ in targets if t.startswith(f"{folder}.") and t != module and not module.startswith(t + ".")}
+        module: {t for t, _ in targets if t.startswith(f"{top}.") and t != module and not module.startswith(t + ".")}
         for module, targets in ((module_name(p), imported_names(p)) for p in sorted(root.rglob("*.py")))
     }
     loops = []
@@ -97,7 +117,7 @@ def test_no_import_loops(folder):
 #: subpackages before it, never one after it (the runtime loads the kernels' library, training reads through
 #: evaluation's metric, export quantizes with training's images and gates with evaluation, serving builds
 #: repositories with export).
-LAYERS = ("kernels", "models", "runtime", "client", "evaluation", "training", "export", "serving")
+LAYERS = ("kernels", "models", "runtime", "evaluation", "training", "export", "serving")
 
 
 def test_each_subpackage_imports_only_downward():

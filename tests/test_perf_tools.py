@@ -60,7 +60,7 @@ def test_floor_repository_serves_the_ensemble_signature_without_the_work(built_r
     ``spin_ocr`` with an empty text, so the floor measures the plumbing of the same ensemble."""
     import tritonclient.grpc as grpc
 
-    from spinrec.client.ocr import image_input
+    from spinrec_client.ocr import image_input
 
     from conftest import _stop, render_word, start_triton
     from perf.floor import build_floor_repository

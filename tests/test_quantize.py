@@ -198,7 +198,7 @@ def test_precisions_interleaved_run_and_int8_variant(int8_repository, tmp_path):
 def test_the_default_build_serves_int8_through_triton(int8_repository, word_images, tmp_path):
     """The shipped CPU config serves int8: tritonserver on a default build says so, and spin_ocr reads what
     the same INT8 graph reads in process on the same batch."""
-    from spinrec.client import OcrClient
+    from spinrec_client import OcrClient
     from spinrec.pipeline import Pipeline
 
     server = start_triton(int8_repository, tmp_path / "server.log")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from spinrec.client.ocr import image_input
+from spinrec_client.ocr import image_input
 from spinrec.serving.launch import free_port
 
 PROTOCOLS = ("http", "grpc")

@@ -36,7 +36,7 @@ from pathlib import Path
 import spinrec
 from spinrec import contract
 from spinrec.export import repository
-from spinrec.client import OcrClient
+from spinrec_client import OcrClient
 from spinrec.decoder import HeadDecoder
 from spinrec.runtime import open_encoder
 from spinrec.serving import launch, stages

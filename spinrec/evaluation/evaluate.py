@@ -10,7 +10,7 @@ Datasets:
 Backends: anything with the signature :data:`Backend`, one result per image, in order: a
 :class:`~spinrec.decoding.Reading`, or the exception that image raised. :func:`recognizer_backend` is the
 in-process PyTorch one; ``--server`` reads through a Triton server with the project's client
-(:func:`spinrec.client.ocr.evaluation_backend`); any other backend plugs in through ``--backend module:factory``.
+(:func:`server_backend`, on :class:`spinrec_client.OcrClient`); any other backend plugs in through ``--backend module:factory``.
 
 Command::
 
@@ -163,6 +163,32 @@ def recognizer_backend(
     if ablations:
         ablate(model, ablations)
     return Pipeline.open(model, threads=threads or None, batch_size=batch_size, stop_at_eos=stop_at_eos).recognize
+
+
+class ServerReadError(RuntimeError):
+    """The server refused one image; the message is the server's."""
+
+
+def server_backend(url: str | None = None, protocol: str = "grpc", batch_size: int | str = 16, concurrency: int | str = 4) -> Backend:
+    """A :data:`Backend` that reads through the server with the project's client: encoded images -> one
+    :class:`~spinrec.decoding.Reading` or :class:`ServerReadError` each, in order.
+
+    For ``python -m spinrec.evaluation.evaluate DATASET --server URL`` (arguments may come as strings from the command line).
+    """
+    import numpy as np
+    from spinrec_client import OcrClient  # tritonclient: only for --server
+
+    client = OcrClient(url, protocol, batch_size=int(batch_size), concurrency=int(concurrency), char_probs=True)
+    client.recognize([])  # raises ClientError now rather than at the first batch
+
+    def read(images: list[bytes]) -> list[Reading | Exception]:
+        results = client.recognize([(f"image {i}", data) for i, data in enumerate(images)])
+        return [
+            Reading(r.text, r.confidence, np.asarray(r.char_probs, np.float32)) if r.ok else ServerReadError(r.error)
+            for r in results
+        ]
+
+    return read
 
 
 def load_backend(spec: str, options: dict[str, str]) -> Backend:
@@ -370,10 +396,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m spinrec.evaluatio
                         args.weights, args.batch_size, args.threads, not args.paddle_decoding, off
                     )
         elif args.server:
-            from spinrec.client.ocr import evaluation_backend  # tritonclient: only for --server
-
-            backend = evaluation_backend(args.server, args.protocol)
-            meta = {"backend": f"Triton spin_ocr over {args.protocol} at {args.server}", "factory": "spinrec.client.ocr:evaluation_backend"}
+            backend = server_backend(args.server, args.protocol)
+            meta = {"backend": f"Triton spin_ocr over {args.protocol} at {args.server}", "factory": "spinrec.evaluation.evaluate:server_backend"}
         else:
             backend = load_backend(args.backend, _options(args.backend_option))
             meta = {"backend": args.backend, "options": args.backend_option}

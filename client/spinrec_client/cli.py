@@ -1,4 +1,4 @@
-"""``spinrec-client`` (or ``python -m spinrec.client``): read word images with a Triton server running the ``spin_ocr`` ensemble."""
+"""``spinrec-client`` (or ``python -m spinrec_client``): read word images with a Triton server running the ``spin_ocr`` ensemble."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 import time
 import warnings
 
-from spinrec.client.ocr import MODEL, PROTOCOLS, BatchSizeClamped, ClientError, OcrClient, Result
-from spinrec.client.resilience import RetryPolicy
-from spinrec.inputs import collect
+from spinrec_client.ocr import MODEL, PROTOCOLS, BatchSizeClamped, ClientError, OcrClient, Result
+from spinrec_client.resilience import RetryPolicy
+from spinrec_client.inputs import collect
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -19,8 +19,8 @@ from typing import Sequence
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from spinrec.client.resilience import EndpointPool, RetryPolicy, parse_urls
-from spinrec.contract import CHAR_PROBS, CONFIDENCE, ENSEMBLE as MODEL, ERROR, FLAG, IMAGE, MAX_BYTES, MAX_REQUEST_BYTES, TEXT
+from spinrec_client.resilience import EndpointPool, RetryPolicy, parse_urls
+from spinrec_client.contract import CHAR_PROBS, CONFIDENCE, ENSEMBLE as MODEL, ERROR, FLAG, IMAGE, MAX_BYTES, MAX_REQUEST_BYTES, TEXT
 
 PROTOCOLS = {"http": "127.0.0.1:8000", "grpc": "127.0.0.1:8001"}
 # The HTTP status and the ensemble's name only add noise to an error message.
@@ -280,29 +280,3 @@ def outcomes(paths: Sequence[str], response, char_probs: bool, latency_ms: float
 
 class BatchSizeClamped(UserWarning):
     """The requested batch size was above the server's ``max_batch_size`` and was lowered to it."""
-
-
-class ServerReadError(RuntimeError):
-    """The server refused one image; the message is the server's."""
-
-
-def evaluation_backend(url: str | None = None, protocol: str = "grpc", batch_size: int | str = 16, concurrency: int | str = 4):
-    """A :data:`spinrec.evaluation.evaluate.Backend` that reads through the server: encoded images -> one
-    :class:`~spinrec.decoding.Reading` or :class:`ServerReadError` each, in order.
-
-    For ``python -m spinrec.evaluation.evaluate DATASET --server URL`` (arguments may come as strings from the command line).
-    """
-    from spinrec.decoding import Reading
-
-    client = OcrClient(url, protocol, batch_size=int(batch_size), concurrency=int(concurrency), char_probs=True)
-    client.recognize([])  # raises ClientError now rather than at the first batch
-
-    def read(images: list[bytes]) -> list:
-        results = client.recognize([(f"image {i}", data) for i, data in enumerate(images)])
-        return [
-            Reading(r.text, r.confidence, np.asarray(r.char_probs, np.float32)) if r.ok else ServerReadError(r.error)
-            for r in results
-        ]
-
-    return read
-

@@ -1,5 +1,0 @@
-import sys
-
-from spinrec.client.cli import main
-
-sys.exit(main())
