@@ -29,6 +29,11 @@ from spinrec_client.contract import (  # noqa: F401
     IMAGE,
     MAX_BYTES,
     MAX_REQUEST_BYTES,
+    MAX_WORDS,
+    PAGE,
+    PAGE_FLAG,
+    QUADS,
+    SCORE,
     TEXT,
 )
 
@@ -36,6 +41,8 @@ from spinrec_client.contract import (  # noqa: F401
 PREPROCESS = "spin_preprocess"
 ENCODER = "spin_encoder"
 DECODER = "spin_decoder"
+#: The text detector (PaddleOCR's DB, spinrec.page.detector) that spin_page calls before spin_ocr.
+DETECTOR = "spin_detector"
 
 # ---------------------------------------------------------------------------------------- tensors
 #: Between the steps: the preprocessed batch (the encoder graph's input) and the encoder's features
@@ -50,6 +57,13 @@ STEP_FLAG = "flag"
 #: the encoder's time steps and channels.
 IMAGE_SHAPE = (1, 32, 100)
 FEATURES_SHAPE = (26, 512)
+#: The ensemble's ``max_batch_size`` (its config's; tests/test_contract.py checks): spin_page sends its crops in
+#: requests of at most this many rows.
+ENSEMBLE_MAX_BATCH = 64
+#: The detector's graph input (float32 ``[1, 3, H, W]``, H and W multiples of 32) and output (its text
+#: probability map ``[1, 1, H, W]``): the repository builder renames PaddleOCR's export names to these.
+DETECTOR_INPUT = "pixels"
+DETECTOR_OUTPUT = "probability"
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,7 @@ class Tensor:
 class Model:
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
+    batched: bool = True  # batches on dimension 0 (dims per row); False: max_batch_size 0, dims are the whole tensor's
 
 
 _MESSAGES = (Tensor(STEP_ERROR, "TYPE_STRING", (1,)), Tensor(STEP_FLAG, "TYPE_STRING", (1,)))
@@ -86,6 +101,24 @@ MODELS = {
     ),
     DECODER: Model(inputs=(Tensor(ENCODER_OUTPUT, "TYPE_FP32", FEATURES_SHAPE), *_MESSAGES), outputs=_READINGS),
     ENSEMBLE: Model(inputs=(Tensor(IMAGE, "TYPE_STRING", (1,)),), outputs=_READINGS),
+    # One photograph per request (max_batch_size 0): these dims are the whole tensor's.
+    DETECTOR: Model(
+        inputs=(Tensor(DETECTOR_INPUT, "TYPE_FP32", (1, 3, -1, -1)),),
+        outputs=(Tensor(DETECTOR_OUTPUT, "TYPE_FP32", (1, 1, -1, -1)),),
+        batched=False,
+    ),
+    PAGE: Model(
+        inputs=(Tensor(IMAGE, "TYPE_STRING", (1,)),),
+        outputs=(
+            Tensor(QUADS, "TYPE_FP32", (-1, 4, 2)),
+            Tensor(TEXT, "TYPE_STRING", (-1,)),
+            Tensor(CONFIDENCE, "TYPE_FP32", (-1,)),
+            Tensor(SCORE, "TYPE_FP32", (-1,)),
+            Tensor(FLAG, "TYPE_STRING", (-1,)),
+            Tensor(PAGE_FLAG, "TYPE_STRING", (1,)),
+        ),
+        batched=False,
+    ),
 }
 
 #: Custom metrics the preprocessor exports on Triton's metrics port (counters, labelled ``model`` and
@@ -97,13 +130,15 @@ FLAGGED_METRIC = "spin_readings_flagged_total"
 #: Artifacts inside a model repository, relative to its root.
 ONNX = Path(ENCODER, "1", "model.onnx")
 PLAN = Path(ENCODER, "1", "model.plan")
+DETECTOR_ONNX = Path(DETECTOR, "1", "model.onnx")
+DETECTOR_PLAN = Path(DETECTOR, "1", "model.plan")
 CHECKPOINT = Path(DECODER, "1", "model.safetensors")
 CHARSET = Path(DECODER, "1", "charset.txt")
 RECORD = Path("build.json")
 #: The INT8 encoders per runtime (spinrec.export.quantize; the builder writes them unless ``--no-int8``), file names beside :data:`ONNX`.
 INT8_FILES = {"openvino": "model_int8.xml", "onnxruntime": "model_int8.onnx"}
 #: What the CPU repository needs to serve (the TensorRT plan is built separately, on a GPU host).
-ARTIFACTS = (ONNX, CHECKPOINT, CHARSET, RECORD)
+ARTIFACTS = (ONNX, CHECKPOINT, CHARSET, DETECTOR_ONNX, RECORD)
 #: The ``--model-config-name`` of the CPU configurations (``<model>/configs/cpu.pbtxt``).
 CPU_CONFIG = "cpu"
 

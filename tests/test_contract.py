@@ -36,12 +36,15 @@ def test_config_matches_the_contract(path):
     model = contract.MODELS[config.name]
     assert tensors(config.input) == list(model.inputs)
     assert tensors(config.output) == list(model.outputs)
-    # Every model batches on dimension 0 (the contract's dims are per row).
-    assert config.max_batch_size > 0
+    # A batched model's dims are per row (dimension 0 is the batch); the page models take one photograph a request.
+    assert (config.max_batch_size > 0) == model.batched
     for warmup in config.model_warmup:
         by_name = {t.name: t for t in model.inputs}
         for name, data in warmup.inputs.items():
-            assert (mc.DataType.Name(data.data_type), tuple(data.dims)) == (by_name[name].dtype, by_name[name].dims)
+            want = by_name[name]
+            assert mc.DataType.Name(data.data_type) == want.dtype and len(data.dims) == len(want.dims)
+            # A variable dimension (-1) is warmed up at one concrete size.
+            assert all(d == w or (w == -1 and d > 0) for d, w in zip(data.dims, want.dims)), (tuple(data.dims), want.dims)
     if path.parent.name == "configs":
         assert path.stem == contract.CPU_CONFIG
 
@@ -58,6 +61,7 @@ def test_ensemble_steps_follow_the_contract():
         assert set(step.output_map) <= {t.name for t in model.outputs}
         produced |= set(step.output_map.values())
     assert {t.name for t in contract.MODELS[contract.ENSEMBLE].outputs} <= produced
+    assert ensemble.max_batch_size == contract.ENSEMBLE_MAX_BATCH
     # Triton rejects an ensemble whose max_batch_size exceeds a composing model's, in any configuration.
     for step in steps:
         for path in [REPOSITORY / step.model_name / "config.pbtxt", *sorted((REPOSITORY / step.model_name).glob("configs/*.pbtxt"))]:

@@ -114,10 +114,10 @@ def test_no_import_loops(folder):
 
 
 #: The package's subpackages from the bottom up: each may import the top-level shared modules and the
-#: subpackages before it, never one after it (the runtime loads the kernels' library, training reads through
-#: evaluation's metric, export quantizes with training's images and gates with evaluation, serving builds
-#: repositories with export).
-LAYERS = ("kernels", "models", "runtime", "evaluation", "training", "export", "serving")
+#: subpackages before it, never one after it (the runtime loads the kernels' library, page reading runs the detector on
+#: the runtime, training reads through evaluation's metric, export quantizes with training's images, gates with
+#: evaluation and installs page's detector, serving builds repositories with export).
+LAYERS = ("kernels", "models", "runtime", "page", "evaluation", "training", "export", "serving")
 
 
 def test_each_subpackage_imports_only_downward():

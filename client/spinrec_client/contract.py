@@ -40,3 +40,20 @@ MAX_BYTES = 8 * 1024 * 1024
 #: the request's own header (JSON / protobuf framing); larger ones are refused there (HTTP 413). The client
 #: sizes its batches under it.
 MAX_REQUEST_BYTES = MAX_BYTES + 64 * 1024
+
+# ---------------------------------------------------------------------------------- whole photographs
+#: The model that reads a whole photograph in one request: the text detector, then :data:`ENSEMBLE` on every
+#: word it finds, inside the server.
+PAGE = "spin_page"
+#: In: ``IMAGE``, one photograph (BYTES ``[1]``). Out, one row per word in reading order: ``QUADS`` (FP32
+#: ``[W, 4, 2]``, the corners clockwise from the word's top left, in the photograph's pixels), ``TEXT``,
+#: ``CONFIDENCE`` and ``FLAG`` (as for a crop) and ``SCORE`` (FP32 ``[W]``, the detector's); ``PAGE_FLAG``
+#: (BYTES ``[1]``): empty, or what the page could not do in full (``words_limited: ...``). A photograph the
+#: server cannot read fails the request with the reason; one without text is an answer with no rows.
+QUADS = "QUADS"
+SCORE = "SCORE"
+PAGE_FLAG = "PAGE_FLAG"
+PAGE_OUTPUTS = (QUADS, TEXT, CONFIDENCE, SCORE, FLAG, PAGE_FLAG)
+#: Most words read in one photograph: past it, the ones the detector is surest of (a dense page of small
+#: print has a few hundred words; this bounds the work and the answer of one request).
+MAX_WORDS = 500

@@ -7,7 +7,9 @@
 Steps: pick the checkpoint (``--weights``; else ``weights/default.safetensors``; else a deterministic
 untrained one, with a loud warning), copy it into ``spin_decoder/1/model.safetensors`` (the decoder reads
 only its ``head.*`` tensors), export the encoder to ``spin_encoder/1/model.onnx`` and check it against
-PyTorch in ONNX Runtime (below), write the charset file, and record what was built in ``build.json``.
+PyTorch in ONNX Runtime (below), write the charset file, check and copy in the text detector for ``spin_page``
+(``--detector``, default PP-OCRv6 det small from the installed ``rapidocr``; :mod:`spinrec.page.detector`), and record
+what was built in ``build.json``.
 
 The export check (:func:`spinrec.export.onnx_export.check_encoder`) runs 6 rendered words and 6 noise images
 through both encoders, in batches of 1, 3 and 8. It accepts the graph when (1) the head reads the same 26
@@ -38,7 +40,7 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
-from spinrec.contract import ARTIFACTS, CHARSET, CHECKPOINT, INT8_FILES, ONNX, RECORD
+from spinrec.contract import ARTIFACTS, CHARSET, CHECKPOINT, DETECTOR_ONNX, INT8_FILES, ONNX, RECORD
 
 _DATA = Path(__file__).resolve().parents[1] / "data"
 #: The configs and Python models (package data; in a checkout, a link to its model_repository/).
@@ -114,9 +116,10 @@ def read_record(output: Path) -> dict | None:
         return None
 
 
-def needs_build(output: Path, weights: Path | None = None, int8: bool = True) -> str | None:
+def needs_build(output: Path, weights: Path | None = None, int8: bool = True, detector: Path | None = None) -> str | None:
     """Why ``output`` must be (re)built for ``weights`` (resolved as :func:`resolve_weights`), or None;
-    ``int8``: the served precision needs the INT8 encoders (a build with ``--no-int8`` lacks them)."""
+    ``int8``: the served precision needs the INT8 encoders (a build with ``--no-int8`` lacks them); ``detector``:
+    the text detector's graph (default: the one :func:`spinrec.page.detector.find_detector` finds)."""
     missing = [str(a) for a in ARTIFACTS if not (output / a).is_file()]
     if missing:
         return f"missing {', '.join(missing)}"
@@ -126,6 +129,14 @@ def needs_build(output: Path, weights: Path | None = None, int8: bool = True) ->
         return f"built from [{record.get('identity')}], wanted [{wanted}]"
     if int8 and record.get("int8_gate") is None:  # a gate that failed is an answer; no gate means never tried
         return "no INT8 encoders"
+    from spinrec.page.detector import DetectorError, find_detector, sha256
+
+    try:
+        wanted_detector = sha256(find_detector(detector))
+    except DetectorError:
+        return None  # the build would fail the same way; what is built still serves
+    if (record.get("detector") or {}).get("sha256") != wanted_detector:
+        return "the text detector differs"
     return None
 
 
@@ -155,17 +166,30 @@ def _place(src: Path, dst: Path) -> None:
 
 
 def build(
-    output: Path = DEFAULT_OUTPUT, weights: Path | None = None, max_error: float | None = None, noise_factor: float | None = None, int8: bool = True
+    output: Path = DEFAULT_OUTPUT,
+    weights: Path | None = None,
+    max_error: float | None = None,
+    noise_factor: float | None = None,
+    int8: bool = True,
+    detector: Path | None = None,
 ) -> dict:
     """Build ``output`` from ``weights`` (see the module doc) and return the record written to build.json.
 
     ``max_error`` and ``noise_factor`` default to :data:`spinrec.export.onnx_export.ERROR_FLOOR` and
     :data:`~spinrec.export.onnx_export.NOISE_FACTOR`. ``int8`` also writes the INT8 encoders
-    (:func:`spinrec.export.quantize.build_int8`) that the served precision ``int8`` runs; without them it runs fp32."""
+    (:func:`spinrec.export.quantize.build_int8`) that the served precision ``int8`` runs; without them it runs fp32.
+    ``detector``: the text detector's ONNX graph for ``spin_page`` (default: PP-OCRv6 det small from the installed
+    ``rapidocr`` package; :mod:`spinrec.page.detector`), checked and copied in."""
     from tqdm import tqdm
 
+    from spinrec.page.detector import DetectorError, find_detector, install
+
     weights = resolve_weights(weights)
-    steps = tqdm(total=5, desc="build repository", unit="step", file=sys.stderr)
+    try:
+        detector = find_detector(detector)
+    except DetectorError as e:
+        raise BuildError(str(e)) from None
+    steps = tqdm(total=6, desc="build repository", unit="step", file=sys.stderr)
     output.mkdir(parents=True, exist_ok=True)
     (output / RECORD).unlink(missing_ok=True)  # an interrupted build must not look complete
     _copy_sources(output)
@@ -254,6 +278,13 @@ def build(
     charset.to_file(str(output / CHARSET))
     steps.update()
 
+    steps.set_postfix_str("text detector")
+    try:
+        detector_record = install(detector, output / DETECTOR_ONNX)
+    except DetectorError as e:
+        raise BuildError(str(e)) from None
+    steps.update()
+
     steps.set_postfix_str("record")
     meta = spin_weights.read_metadata(checkpoint)
     record = {
@@ -274,6 +305,7 @@ def build(
             "tokens_compared_on": check.compared,
         },
         "artifacts": {str(a): (output / a).stat().st_size for a in ARTIFACTS if a != RECORD},
+        "detector": detector_record,
         "int8": int8_files,
         "int8_gate": int8_gate,
         "precision": precision,
@@ -322,16 +354,20 @@ def main(argv: list[str] | None = None) -> int:
         help="write the INT8 encoders (NNCF and ONNX Runtime QDQ) that the served precision int8 runs (default); "
         "--no-int8 skips the calibration and the CPU encoder serves fp32",
     )
+    parser.add_argument(
+        "--detector", type=Path,
+        help="the text detector's ONNX graph for spin_page, a PaddleOCR DB export (default: PP-OCRv6 det small from the installed rapidocr package)",
+    )
     parser.add_argument("--if-needed", action="store_true", help="do nothing when OUTPUT is already built from the same checkpoint")
     args = parser.parse_args(argv)
     try:
         if args.if_needed:
-            reason = needs_build(args.output, args.weights, args.int8)
+            reason = needs_build(args.output, args.weights, args.int8, args.detector)
             if reason is None:
                 print(f"build_repository: {args.output} is up to date")
                 return 0
             print(f"build_repository: building {args.output}: {reason}", file=sys.stderr)
-        record = build(args.output, args.weights, args.max_error, args.noise_factor, args.int8)
+        record = build(args.output, args.weights, args.max_error, args.noise_factor, args.int8, args.detector)
     except BuildError as e:
         print(f"build_repository: error: {e}", file=sys.stderr)
         return 1

@@ -6,7 +6,8 @@ Kinds (one module each, imported only when opened, so serving on CPU never loads
 - ``torch``: the checkpoint (or a :class:`~spinrec.models.spin.SPIN`) in PyTorch eager, TorchScript or
   ``torch.compile``; the reference every other runtime is compared with;
 - ``onnxruntime``, ``openvino``: the exported ONNX graph on CPU, what the Triton encoder model serves
-  (:data:`SERVED`); int8 runs the quantized graph of :data:`~spinrec.contract.INT8_FILES` next to it;
+  (:data:`SERVED`); int8 runs the quantized graph of :data:`~spinrec.contract.INT8_FILES` next to it. Both run
+  any one-input, one-output graph at fp32, dynamic shapes included: the text detector (``spin_detector``) too;
 - ``tensorrt``: a serialized engine (``model.plan``) on the GPU, device buffers from cuda-python.
 """
 

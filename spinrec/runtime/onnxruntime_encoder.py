@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from spinrec.contract import ENCODER_INPUT, ENCODER_OUTPUT
-
 #: ``optimization`` -> ONNX Runtime's GraphOptimizationLevel member.
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
@@ -51,4 +49,6 @@ class OnnxRuntimeEncoder:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run([ENCODER_OUTPUT], {ENCODER_INPUT: np.ascontiguousarray(images, np.float32)})[0]
+        # The graph's own names: the encoder's are the contract's, and the text detector's graph runs here too.
+        (output,), (input_,) = self.session.get_outputs(), self.session.get_inputs()
+        return self.session.run([output.name], {input_.name: np.ascontiguousarray(images, np.float32)})[0]

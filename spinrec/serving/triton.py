@@ -19,7 +19,8 @@ from spinrec.decoding import Reading
 from spinrec.export.repository import read_record
 from spinrec.preprocess import FLAGS, REJECTIONS, preprocess_outcomes
 from spinrec.contract import (
-    CHAR_PROBS, CONFIDENCE, ENCODER_INPUT, ENCODER_OUTPUT, ERROR, FLAG, FLAGGED_METRIC, IMAGE, REJECTED_METRIC, STEP_ERROR, STEP_FLAG, TEXT,
+    CHAR_PROBS, CONFIDENCE, DETECTOR, DETECTOR_INPUT, DETECTOR_OUTPUT, ENCODER_INPUT, ENCODER_OUTPUT, ENSEMBLE, ENSEMBLE_MAX_BATCH, ERROR, FLAG,
+    FLAGGED_METRIC, IMAGE, MAX_WORDS, PAGE_FLAG, QUADS, REJECTED_METRIC, SCORE, STEP_ERROR, STEP_FLAG, TEXT,
 )
 
 #: What the decoder returns for a row whose image was refused (the features of its all-zero image are noise).
@@ -32,7 +33,7 @@ def _strings(values) -> np.ndarray:
 
 
 class _StageModel:
-    """Config parameters, the version folder, and the gather/split plumbing shared by the three models."""
+    """Config parameters, the version folder, and the gather/split plumbing shared by the models."""
 
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
@@ -202,5 +203,110 @@ class DecoderModel(_StageModel):
             outputs += [pb_utils.Tensor(ERROR, errors[r]), pb_utils.Tensor(FLAG, flags[r])]
             if CHAR_PROBS in request.requested_output_names():
                 outputs.append(pb_utils.Tensor(CHAR_PROBS, char_probs))
+            responses.append(pb_utils.InferenceResponse(outputs))
+        return responses
+
+
+class DetectorModel(_StageModel):
+    """``pixels`` -> ``probability`` with the detector's ONNX graph on OpenVINO or ONNX Runtime, float32 (the CPU
+    stand-in for its TensorRT engine, same inputs and outputs)."""
+
+    def setup(self) -> None:
+        from spinrec.runtime import SERVED, open_encoder
+
+        runtime = self.params.get("runtime", "openvino")
+        if runtime not in SERVED:
+            raise pb_utils.TritonModelException(f"{self.name}: runtime {runtime!r}: expected one of {', '.join(SERVED)}")
+        # The encoder's runtime layer runs any one-input, one-output graph; the detector's shapes are dynamic.
+        self.detector = open_encoder(runtime, self.artifact("onnx_file", "model.onnx"), self.int_param("threads", 1), "fp32")
+        pb_utils.Logger.log_info(f"{self.name}: detector on {self.detector.name}, precision fp32")
+
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor(DETECTOR_OUTPUT, self.detector(pb_utils.get_input_tensor_by_name(r, DETECTOR_INPUT).as_numpy()))])
+            for r in requests
+        ]
+
+
+class _ServerError(RuntimeError):
+    """A model this one called answered with an error."""
+
+
+def _call(model: str, inputs: list, outputs: list[str]) -> list[np.ndarray]:
+    """One BLS request to ``model`` inside this server; its outputs as arrays, in the order asked for."""
+    response = pb_utils.InferenceRequest(model_name=model, inputs=inputs, requested_output_names=outputs).exec()
+    if response.has_error():
+        raise _ServerError(f"{model}: {response.error().message()}")
+    return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs]
+
+
+class PageModel(_StageModel):
+    """``IMAGE`` (one photograph) -> ``QUADS``, ``TEXT``, ``CONFIDENCE``, ``SCORE``, ``FLAG`` (a row per word, in
+    reading order) and ``PAGE_FLAG``: :class:`spinrec.page.read.PageReader` with ``spin_detector`` and ``spin_ocr``
+    called in the server (BLS), every word of the photograph in one ``spin_ocr`` request (chunks of
+    :data:`~spinrec.contract.ENSEMBLE_MAX_BATCH`). A photograph that cannot be read fails its request with the
+    reason (logged and counted as the preprocessor's rejections are); a page without text has no rows."""
+
+    def setup(self) -> None:
+        import cv2
+
+        from spinrec.page.detect import DetectorOptions
+        from spinrec.page.read import PageReader
+
+        cv2.setNumThreads(self.int_param("threads", 1))
+        try:
+            options = DetectorOptions.from_params(self.params)
+            self.reader = PageReader(self.detect, self.recognize, options, self.params.get("tall", "rotate"), MAX_WORDS)
+        except ValueError as e:
+            raise pb_utils.TritonModelException(f"{self.name}: {e}") from None
+        self.families = (pb_utils.MetricFamily(REJECTED_METRIC, "Images refused by the preprocessor, by reason", pb_utils.MetricFamily.COUNTER),)
+        self.rejected = {r: self.families[0].Metric({"model": self.name, "reason": r}) for r in REJECTIONS}
+
+    @staticmethod
+    def detect(pixels: np.ndarray) -> np.ndarray:
+        return _call(DETECTOR, [pb_utils.Tensor(DETECTOR_INPUT, pixels)], [DETECTOR_OUTPUT])[0]
+
+    @staticmethod
+    def recognize(crops) -> list[tuple[str, float, str]]:
+        import cv2
+
+        from spinrec.page.read import CROP_FORMAT
+
+        encoded = [cv2.imencode(CROP_FORMAT, c)[1].tobytes() for c in crops]
+        out = []
+        for start in range(0, len(encoded), ENSEMBLE_MAX_BATCH):
+            chunk = np.array(encoded[start : start + ENSEMBLE_MAX_BATCH], dtype=object).reshape(-1, 1)
+            text, confidence, error, flag = _call(ENSEMBLE, [pb_utils.Tensor(IMAGE, chunk)], [TEXT, CONFIDENCE, ERROR, FLAG])
+            for t, c, e, f in zip(text[:, 0], confidence[:, 0], error[:, 0], flag[:, 0]):
+                out.append((t.decode("utf-8"), float(c), f.decode("utf-8") or (f"error: {e.decode('utf-8')}" if e else "")))
+        return out
+
+    def execute(self, requests):
+        from spinrec.preprocess import ImageError
+
+        responses = []
+        for request in requests:
+            image = bytes(pb_utils.get_input_tensor_by_name(request, IMAGE).as_numpy().reshape(-1)[0])
+            try:
+                page = self.reader(image)
+            except ImageError as e:
+                self.rejected[e.reason].increment(1)
+                pb_utils.Logger.log_warn(f"{self.name}: request {request.request_id() or '(no id)'} {IMAGE} rejected ({e.reason}): {e}")
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"image refused ({e.reason}): {e}", pb_utils.TritonError.INVALID_ARG)))
+                continue
+            except _ServerError as e:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e))))
+                continue
+            words = page.words
+            strings = lambda values: np.array([v.encode("utf-8") for v in values], dtype=object)  # noqa: E731
+            outputs = [
+                pb_utils.Tensor(QUADS, np.array([w.quad for w in words], np.float32).reshape(-1, 4, 2)),
+                pb_utils.Tensor(TEXT, strings([w.text for w in words])),
+                pb_utils.Tensor(CONFIDENCE, np.array([w.confidence for w in words], np.float32)),
+                pb_utils.Tensor(SCORE, np.array([w.score for w in words], np.float32)),
+                pb_utils.Tensor(FLAG, strings([w.flag for w in words])),
+                pb_utils.Tensor(PAGE_FLAG, strings([page.note])),
+            ]
+            pb_utils.Logger.log_verbose(f"{self.name}: {len(words)} words; seconds " + ", ".join(f"{k} {v:.4f}" for k, v in page.seconds.items()))
             responses.append(pb_utils.InferenceResponse(outputs))
         return responses
