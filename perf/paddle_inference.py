@@ -12,7 +12,7 @@ What it measures, on one spinrec checkpoint's weights, at batch 1 and batch 32, 
   probabilities and how many decoded texts are equal.
 
 Why it is a proxy: PaddleOCR's model code (``ppocr/modeling``) is not in the installable ``paddleocr`` wheel
-and nothing can be downloaded here. The network is ``perf/paddle_reference/spin_paddle.py`` instead: SPIN in
+and nothing can be downloaded here. The network is ``reference/spin_paddle.py`` instead: SPIN in
 Paddle with PaddleOCR's module structure and parameter names, written independently of spinrec and checked
 against it stage by stage. It gets the checkpoint's weights through :func:`spinrec.weights.to_paddle` and is
 exported as PaddleOCR's ``tools/export_model.py`` exports a recognizer (``paddle.jit.to_static`` +
@@ -54,8 +54,8 @@ REFERENCE_FIXED = {"in_channels": 1, "image_size": (32, 100), "offsets": True, "
 
 
 def _spin_paddle():
-    """``perf/paddle_reference/spin_paddle.py``, imported when used: it needs Paddle."""
-    from perf.paddle_reference import spin_paddle
+    """``reference/spin_paddle.py``, imported when used: it needs Paddle."""
+    from reference import spin_paddle
 
     return spin_paddle
 
@@ -64,7 +64,7 @@ def reference_kwargs(config: SPINConfig) -> dict:
     """``SPINPaddle`` constructor arguments for ``config``; ValueError for a config the reference cannot build."""
     wrong = [f"{k}={getattr(config, k)!r} (reference: {v!r})" for k, v in REFERENCE_FIXED.items() if getattr(config, k) != v]
     if wrong:
-        raise ValueError("the Paddle reference (perf/paddle_reference/spin_paddle.py) cannot build this SPIN config: " + ", ".join(wrong))
+        raise ValueError("the Paddle reference (reference/spin_paddle.py) cannot build this SPIN config: " + ", ".join(wrong))
     return {
         "backbone_out": config.backbone_out_channels,
         "neck_hidden": config.neck_hidden_size,

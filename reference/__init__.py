@@ -1,4 +1,4 @@
-"""Independent references for the SPIN port, run by Paddle itself.
+"""Fidelity references: independent implementations the SPIN port is checked against, run by Paddle itself.
 
 - :mod:`.spin_paddle`: the SPIN recognizer written in Paddle dygraph with PaddleOCR's module structure and
   parameter names, re-derived from PaddleOCR's source read function by function (each class names the
@@ -8,5 +8,6 @@
   installed ``paddleocr==2.7.3`` wheel at test time, without its heavy optional dependencies.
 
 Dev-only (not shipped in the wheel); the package never imports it. Used by the fidelity tests and
-:mod:`perf.paddle_inference`; both skip when Paddle or the wheel is missing.
+:mod:`perf.paddle_inference` (perf's Paddle Inference speed baseline); both skip when Paddle or the wheel is
+missing. This folder imports nothing else of the repository.
 """

@@ -1,6 +1,6 @@
 """Replica failover on one machine: N CPU Triton replicas behind HAProxy, scraped by Prometheus.
 
-    python -m perf.failover --out perf/results/failover          # ~3 minutes on 2 cores
+    python -m reliability.failover --out reliability/results/failover          # ~3 minutes on 2 cores
 
 Starts ``--replicas`` servers with ``spinrec.serving.launch`` on free loopback ports, HAProxy
 (``deploy/local/haproxy.cfg``: health checks on ``/v2/health/ready``) and Prometheus
@@ -462,10 +462,10 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m perf.failover", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m reliability.failover", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--model-repository", type=Path, default=ROOT / "model_repository", help="built if needed (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=ROOT / "perf" / "results" / "failover")
+    p.add_argument("--out", type=Path, default=ROOT / "reliability" / "results" / "failover")
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--kill-at", type=float, default=15.0)

@@ -1,5 +1,5 @@
 """Ten minutes of mixed good and hostile traffic through the front proxy, with the server's memory sampled
-(``python -m perf.hostile_soak``).
+(``python -m reliability.hostile_soak``).
 
 Starts the server on ``--model-repository`` (spinrec.serving.launch) and HAProxy in front of it
 (spinrec.serving.front), then keeps ``--workers`` clients busy for ``--seconds``, alternating HTTP and
@@ -8,7 +8,7 @@ broken images), requests malformed as a whole (wrong datatype, wrong shape, 65 r
 (refused by the proxy), images over the pixel limit. tritonserver + stub RSS (and PSS) is sampled every
 5 s. Writes ``OUT/soak.json``, ``OUT/soak.md``, ``OUT/soak.png`` (RSS over time) and ``OUT/raw/server.log``.
 
-    nice -n 10 python -m perf.hostile_soak --model-repository R --out perf/results/hostile_soak
+    nice -n 10 python -m reliability.hostile_soak --model-repository R --out reliability/results/hostile_soak
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def plot(samples: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m perf.hostile_soak", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m reliability.hostile_soak", description=__doc__.splitlines()[0])
     p.add_argument("--model-repository", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seconds", type=float, default=600)

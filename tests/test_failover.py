@@ -1,5 +1,5 @@
 """Three CPU replicas behind HAProxy, scraped by Prometheus: a replica SIGKILLed and restarted under load
-(perf/failover.py). Loopback only, about 2-3 minutes on 2 cores; runs where Debian's haproxy and
+(reliability/failover.py). Loopback only, about 2-3 minutes on 2 cores; runs where Debian's haproxy and
 prometheus are installed (scripts/setup.sh --dev installs them)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def report(built_repository, word_images, tmp_path_factory):
-    from perf import failover
+    from reliability import failover
 
     return failover.run(built_repository, tmp_path_factory.mktemp("failover"), replicas=3, concurrency=3,
                         kill_at=10.0, restart_after=1.0, settle=12.0, max_seconds=100.0, image=word_images[0])
@@ -58,7 +58,7 @@ def test_prometheus_sees_the_replica_down_then_up_and_throughput_recovers(report
     assert up[0] == 1 and up[-1] == 1, up
     # The restarted replica's start-up takes the same two cores as the load, and other processes share them
     # too: the test asks for half the pre-kill throughput by the end (the report states the 80 % time).
-    from perf.failover import recovery_time
+    from reliability.failover import recovery_time
 
     back = recovery_time(p["throughput_rps"], p["events_s"]["killed"], p["throughput_before_kill_rps"], share=0.5)
     assert back is not None, p["throughput_rps"]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import DEFAULT_WEIGHTS, build_repository
-from perf.failover import cluster
+from reliability.failover import cluster
 
 THREADS = {"grpc": 2, "http": 2}
 

@@ -20,7 +20,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "spinrec"
 #: The client's package: a distribution of its own (client/pyproject.toml), importable without the server.
 CLIENT = PACKAGE.parent / "client" / "spinrec_client"
 #: Top-level folders of the repository that are tools around the package, never dependencies of it.
-OUTSIDE = ("builders", "perf", "tests", "conftest")
+OUTSIDE = ("builders", "perf", "reliability", "reference", "tests", "conftest")
+#: Which tool folders each one may import (tests may import all): the reliability harnesses launch servers and
+#: render requests with perf's helpers, perf's Paddle baseline runs the fidelity reference; nothing imports back.
+TOOLS = {"builders": (), "reference": (), "perf": ("reference",), "reliability": ("perf",)}
 
 
 def module_name(path: Path) -> str:
@@ -85,7 +88,7 @@ def test_the_client_never_imports_the_server():
     assert CLIENT.is_dir() and module_name(CLIENT / "ocr.py") == "spinrec_client.ocr"
 
 
-@pytest.mark.parametrize("folder", ["spinrec", "client/spinrec_client", "builders", "perf"])
+@pytest.mark.parametrize("folder", ["spinrec", "client/spinrec_client", *TOOLS])
 def test_no_import_loops(folder):
     """Within the package, the client, and each tool folder around them (builders/build_engine and
     verify_engine once imported each other)."""
@@ -111,6 +114,19 @@ def test_no_import_loops(folder):
         if module not in state:
             visit(module, [module])
     assert not loops, "import loops:\n" + "\n".join(loops)
+
+
+@pytest.mark.parametrize("folder", sorted(TOOLS))
+def test_tool_folders_import_one_way(folder):
+    root = PACKAGE.parent / folder
+    assert (root / "__init__.py").is_file(), f"{folder}/ is not a package"
+    wrong = [
+        f"{module_name(p)} line {line}: {target}"
+        for p in sorted(root.rglob("*.py"))
+        for target, line in imported_names(p)
+        if target.split(".")[0] in OUTSIDE and target.split(".")[0] not in (folder, *TOOLS[folder])
+    ]
+    assert not wrong, f"{folder}/ may import only {TOOLS[folder] or 'no other tool folder'}:\n" + "\n".join(wrong)
 
 
 #: The package's subpackages from the bottom up: each may import the top-level shared modules and the

@@ -1,6 +1,6 @@
 """Fidelity to PaddleOCR, checked against Paddle itself.
 
-Model: ``perf/paddle_reference/spin_paddle.py`` is SPIN written in Paddle dygraph from PaddleOCR's own
+Model: ``reference/spin_paddle.py`` is SPIN written in Paddle dygraph from PaddleOCR's own
 source, read function by function (each class names the upstream file, function and commit it mirrors;
 nothing in it comes from ``spinrec`` or from a note). In particular its TPS lattice is upstream's
 ``GridGenerator.build_P_paddle``: ``I_r_size = (32, 100)`` read as (height, width), x varying fastest,
@@ -30,7 +30,7 @@ PaddleOCR's strings in both modes; a real tritonserver on that repository gives 
 
 Pre/post-processing: PaddleOCR's own ``SPINLabelDecode``, ``SPINLabelEncode``, ``SPINRecResizeImg``,
 ``resize_norm_img_spin`` and ``spin_dict.txt``, run from the installed ``paddleocr==2.7.3`` wheel (see
-``perf/paddle_reference/ppocr_wheel.py``).
+``reference/ppocr_wheel.py``).
 
 Needs ``paddlepaddle`` (and ``paddleocr==2.7.3 --no-deps`` + ``shapely`` for the pre/post-processing
 tests); skipped with a reason otherwise.
@@ -51,8 +51,8 @@ import paddle.nn.functional as PF  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as TF  # noqa: E402
 
-from perf.paddle_reference import ppocr_wheel  # noqa: E402
-from perf.paddle_reference.spin_paddle import SPINPaddle, cal_k, randomize_  # noqa: E402
+from reference import ppocr_wheel  # noqa: E402
+from reference.spin_paddle import SPINPaddle, cal_k, randomize_  # noqa: E402
 
 from spinrec import weights as W  # noqa: E402
 from spinrec.models.blend import power_exponents  # noqa: E402
