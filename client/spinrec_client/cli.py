@@ -1,4 +1,5 @@
-"""``spinrec-client`` (or ``python -m spinrec_client``): read word images with a Triton server running the ``spin_ocr`` ensemble."""
+"""``spinrec-client`` (or ``python -m spinrec_client``): read word images with a Triton server running the ``spin_ocr``
+ensemble, or whole photographs with its ``spin_page`` model (``--page``, ``--draw``)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import warnings
 from spinrec_client.ocr import MODEL, PROTOCOLS, BatchSizeClamped, ClientError, OcrClient, Result
 from spinrec_client.resilience import RetryPolicy
 from spinrec_client.inputs import collect
+from spinrec_client.page import PageClient, PageError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="spinrec-client",
-        description="Read word images with Triton's spin_ocr model. Prints one line per image, in input order.",
+        description="Read word images with Triton's spin_ocr model (one line per image, in input order), or whole photographs "
+        "with --page (one line per word).",
     )
     parser.add_argument("images", nargs="*", help="image files, directories (searched recursively), globs, or - for one image on stdin")
     parser.add_argument("--list", metavar="FILE", help="also read image paths from FILE, one per line (- for stdin)")
@@ -37,7 +40,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--retry-backoff", type=float, default=0.05, help="seconds before the first retry, doubling up to 2 s, jittered (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="JSON lines: path, text, confidence, latency_ms, flag if any (or error)")
     parser.add_argument("--char-probs", action="store_true", help="with --json: add each character's probability")
+    parser.add_argument(
+        "--page", action="store_true",
+        help="each image is a whole photograph: the server finds its words and reads them (spin_page), one request per photograph; "
+        "prints path, text, confidence and the word's corners per word (with --json: one line per photograph)",
+    )
+    parser.add_argument(
+        "--draw", metavar="OUT",
+        help="with --page: draw the words found on the photograph into OUT (a PNG file for one photograph, else a folder of <name>.png)",
+    )
     args = parser.parse_args(argv)
+    if args.draw and not args.page:
+        parser.error("--draw draws a photograph's words: add --page")
+    if args.char_probs and (args.page or not args.json):
+        parser.error("--char-probs adds to --json lines of word images (not --page)")
     if not args.images and not args.list:
         parser.error("give image paths, directories, globs, - or --list FILE")
     if args.images.count("-") + (args.list == "-") > 1:
@@ -54,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.list) if args.list != "-" else sys.stdin as f:
             specs += [line.strip() for line in f if line.strip()]
     items = collect(specs)
+    if args.page:
+        return read_pages(items, args)
     try:
         retry = RetryPolicy(attempts=args.retries + 1, backoff=args.retry_backoff, attempt_timeout=args.timeout, deadline=None)
         client = OcrClient(args.url, args.protocol, args.model, args.batch_size, args.concurrency, args.timeout, args.char_probs, retry)
@@ -87,3 +105,51 @@ def report(r: Result, as_json: bool) -> None:
         print(f"{r.path}\t{r.text}\t{r.confidence:.4f}" + (f"\tFLAG: {r.flag}" if r.flagged else ""))
     else:
         print(f"{r.path}\tERROR: {r.error}", file=sys.stderr)
+
+
+def read_pages(items: list[tuple[str, bytes | Exception]], args: argparse.Namespace) -> int:
+    """``--page``: every photograph in one request each; exit status as :func:`main`'s (a photograph the server
+    refuses, or one it could only read in part, counts as failed)."""
+    from pathlib import Path
+
+    try:
+        client = PageClient(args.url, args.protocol, args.timeout)
+    except ClientError as e:
+        print(f"client: error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.draw) if args.draw else None
+    if out is not None and len(items) > 1:
+        out.mkdir(parents=True, exist_ok=True)
+    failed = words = 0
+    start = time.perf_counter()
+    with client:
+        for path, data in items:
+            try:
+                if isinstance(data, Exception):
+                    raise PageError(str(data))
+                page = client.read(data)
+            except PageError as e:
+                failed += 1
+                print(json.dumps({"path": path, "error": str(e)}) if args.json else f"{path}\tERROR: {e}", file=sys.stdout if args.json else sys.stderr)
+                continue
+            failed += bool(page.flag)
+            words += len(page.words)
+            if args.json:
+                print(json.dumps({"path": path, **page.to_dict()}, ensure_ascii=False))
+            else:
+                for w in page.words:
+                    corners = " ".join(f"{x:g},{y:g}" for x, y in w.quad)
+                    print(f"{path}\t{w.text}\t{w.confidence:.4f}\t{corners}" + (f"\tFLAG: {w.flag}" if w.flag else ""))
+                if page.flag:
+                    print(f"{path}\tPAGE FLAG: {page.flag}", file=sys.stderr)
+            if out is not None:
+                from spinrec_client.draw import draw_words
+
+                target = out if len(items) == 1 else out / f"{Path(path).stem}.png"
+                draw_words(data, [(w.quad, w.text, None) for w in page.words]).save(target)
+    print(
+        f"client: {len(items) - failed}/{len(items)} photographs read, {words} words, in {time.perf_counter() - start:.2f} s "
+        f"({args.protocol}://{client.url})",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0

@@ -1,0 +1,111 @@
+"""spin_page on the real tritonserver (the shipped default weights, fp32 encoder): a synthetic page reads as in
+process, the served detector equals ONNX Runtime, a blank photograph is an empty answer, a huge or corrupt one is
+refused with its reason, and ``spinrec-client --page`` prints, draws and exits as documented."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from conftest import png_header_only
+from spinrec.contract import DETECTOR, DETECTOR_INPUT, DETECTOR_ONNX, DETECTOR_OUTPUT
+from spinrec.page.detect import DetectorOptions, prepare
+from test_page import PAGE_WORDS, synthetic_page
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def page_png() -> bytes:
+    return cv2.imencode(".png", synthetic_page()[0])[1].tobytes()
+
+
+@pytest.fixture(scope="module")
+def client(default_server):
+    from spinrec_client.page import PageClient
+
+    with PageClient(default_server.grpc_url, "grpc") as c:
+        yield c
+
+
+def test_a_synthetic_page_reads_through_the_server_as_in_process(default_server, client, page_png):
+    """The served answer is the in-process pipeline's on the same repository: the same words in the same order,
+    corners within 1 pixel (OpenVINO's thread count may move a probability by a few ulps), texts identical."""
+    from spinrec.page.read import PageReader, pipeline_recognizer
+    from spinrec.pipeline import Pipeline
+    from spinrec.runtime import open_encoder
+
+    repository = default_server.repository
+    local = PageReader(
+        open_encoder("openvino", repository / DETECTOR_ONNX, 2, "fp32"),
+        pipeline_recognizer(Pipeline.from_repository(repository, "openvino", threads=2, precision="fp32")),
+    )(page_png)
+    served = client.read(page_png)
+    assert [w.text for w in served.words] == [w.text for w in local.words] == ["hello", "world", "triton", "server", "page"]
+    np.testing.assert_allclose([w.quad for w in served.words], [w.quad for w in local.words], atol=1.0)
+    np.testing.assert_allclose([w.confidence for w in served.words], [w.confidence for w in local.words], atol=1e-4)
+    assert served.flag == "" and all(w.flag == "" for w in served.words)
+
+
+def test_the_served_detector_equals_onnx_runtime(default_server):
+    from spinrec.runtime import open_encoder
+
+    pixels = prepare(synthetic_page()[0], DetectorOptions())
+    request = grpcclient.InferInput(DETECTOR_INPUT, list(pixels.shape), "FP32")
+    request.set_data_from_numpy(pixels)
+    with grpcclient.InferenceServerClient(default_server.grpc_url) as c:
+        served = c.infer(DETECTOR, [request]).as_numpy(DETECTOR_OUTPUT)
+    reference = open_encoder("onnxruntime", default_server.repository / DETECTOR_ONNX, 2, "fp32")(pixels)
+    assert served.shape == reference.shape == (1, 1, *pixels.shape[2:])
+    assert np.abs(served - reference).max() < 2e-3
+
+
+def test_a_blank_photograph_is_an_empty_answer(client):
+    blank = cv2.imencode(".jpg", np.full((600, 800, 3), 180, np.uint8))[1].tobytes()
+    page = client.read(blank)
+    assert page.words == [] and page.flag == ""
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (png_header_only(5000, 5000), "too_many_pixels"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "unrecognised"),
+        (cv2.imencode(".jpg", np.full((400, 400, 3), 90, np.uint8))[1].tobytes()[:-300], "corrupt"),
+        (b"", "empty"),
+    ],
+    ids=["huge", "not_an_image", "truncated_jpeg", "empty"],
+)
+def test_a_photograph_that_cannot_be_read_is_refused_with_the_reason(client, page_png, data, reason):
+    from spinrec_client.page import PageError
+
+    with pytest.raises(PageError, match=rf"image refused \({reason}\)"):
+        client.read(data)
+    assert len(client.read(page_png).words) == len(PAGE_WORDS)  # the server goes on
+
+
+def test_the_client_reads_and_draws_a_photograph(default_server, page_png, tmp_path):
+    photo = tmp_path / "page.png"
+    photo.write_bytes(page_png)
+    drawn = tmp_path / "drawn.png"
+    cmd = [sys.executable, "-m", "spinrec_client", "--page", str(photo), "--json", "-i", "grpc", "-u", default_server.grpc_url, "--draw", str(drawn)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    answer = json.loads(line)
+    assert answer["path"] == str(photo) and len(answer["words"]) == len(PAGE_WORDS)
+    assert {"quad", "text", "confidence", "score"} <= set(answer["words"][0])
+    picture = cv2.imread(str(drawn))
+    original = cv2.imdecode(np.frombuffer(page_png, np.uint8), cv2.IMREAD_COLOR)
+    assert picture.shape == original.shape and (np.abs(picture.astype(int) - original).sum(axis=2) > 60).mean() > 0.005  # boxes and labels drawn
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a photograph")
+    done = subprocess.run(cmd[:4] + [str(bad)] + cmd[6:10], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "ERROR: image refused (unrecognised)" in done.stderr
