@@ -123,8 +123,8 @@ class OcrClient:
         timeout: seconds allowed per attempt of a request.
         char_probs: also return each character's probability.
         retry: how requests are retried when a server cannot be reached or is unavailable
-            (:class:`~client.resilience.RetryPolicy`; default: 5 attempts, ``timeout`` each, 50 ms backoff
-            doubling to 2 s; ``client.resilience.NO_RETRY`` for none).
+            (:class:`~spinrec_client.resilience.RetryPolicy`; default: 5 attempts, ``timeout`` each, 50 ms backoff
+            doubling to 2 s; ``spinrec_client.resilience.NO_RETRY`` for none).
     """
 
     def __init__(
