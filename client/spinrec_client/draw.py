@@ -27,7 +27,7 @@ def draw_words(
     with Image.open(io.BytesIO(image)) as opened:
         picture = ImageOps.exif_transpose(opened).convert("RGB")
     size = max(12, round(picture.width / 70))
-    font, line = _font(size), max(2, size // 8)
+    font, line = _font(size), max(3, size // 6)
     pen = ImageDraw.Draw(picture)
     for quad, text, colour in words:
         colour = colour or GREEN

@@ -170,14 +170,100 @@ def read_with_rapidocr(images: Sequence[Path]) -> tuple[dict[str, list[Box]], li
     return predictions, seconds
 
 
+def truth_crops(pairs: Iterable[tuple[Path, Path]]) -> tuple[list[np.ndarray], list[str]]:
+    """Every counted word cut out of its photograph at its ground-truth quadrilateral (the same perspective crop
+    as spin_page's), with its text: recognition alone, detection taken out of the comparison."""
+    import cv2
+
+    from spinrec.page.detect import crop
+
+    crops, texts = [], []
+    for image, truth in pairs:
+        bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        for box in read_ground_truth(truth)[0]:
+            crops.append(crop(bgr, box.quad))
+            texts.append(box.text)
+    return crops, texts
+
+
+def recognition_on_truth(pairs: Sequence[tuple[Path, Path]], url: str, protocol: str, anchor: bool) -> dict[str, int]:
+    """Words read right (ignoring case) from the ground-truth crops: by the server's ``spin_ocr`` and by rapidocr's
+    recognizer alone (no detector, no direction classifier)."""
+    import cv2
+
+    from spinrec_client import OcrClient
+
+    crops, texts = truth_crops(pairs)
+    encoded = [(str(i), cv2.imencode(".png", c)[1].tobytes()) for i, c in enumerate(crops)]
+    ours = [r.text or "" for r in OcrClient(url, protocol).recognize(encoded)]
+    out = {"words": len(texts), "spin_ocr": sum(o.lower() == t.lower() for o, t in zip(ours, texts))}
+    if anchor:
+        from rapidocr import RapidOCR
+
+        engine = RapidOCR(params={"Global.log_level": "warning"})
+        theirs = [((engine(c, use_det=False, use_cls=False, use_rec=True).txts or [""])[0]) for c in crops]
+        out["rapidocr_rec"] = sum(o.lower() == t.lower() for o, t in zip(theirs, texts))
+    return out
+
+
+#: The demonstration picture's words: (text, centre x, centre y, angle in degrees, Hershey scale, BGR colour).
+DEMO_WORDS = (
+    ("coffee", 330, 170, 4, 3.2, (30, 30, 200)),
+    ("open", 900, 180, -6, 2.6, (250, 250, 250)),
+    ("daily", 640, 400, 0, 2.4, (20, 20, 20)),
+    ("espresso", 380, 600, -10, 2.2, (240, 240, 240)),
+    ("2026", 960, 560, 8, 2.4, (40, 200, 240)),
+)
+
+
+def demo_photograph() -> bytes:
+    """A 1280x720 JPEG of words painted at angles on the package's brick-wall photograph (CC0, training backgrounds):
+    made only from the project's own files, for the README's drawn result."""
+    import cv2
+
+    from spinrec.training import scene
+
+    wall = cv2.imread(str(Path(scene.__file__).parent / "backgrounds" / "brick.jpg"), cv2.IMREAD_COLOR)
+    page = cv2.resize(wall, (1280, 720), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    for text, cx, cy, angle, scale, colour in DEMO_WORDS:
+        (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, scale, 5)
+        ink = np.zeros((h + base, w), np.uint8)
+        cv2.putText(ink, text, (0, h), cv2.FONT_HERSHEY_DUPLEX, scale, 255, 5, cv2.LINE_AA)
+        m = cv2.getRotationMatrix2D((w / 2, (h + base) / 2), angle, 1.0)
+        m[:, 2] += [cx - w / 2, cy - (h + base) / 2]
+        alpha = cv2.warpAffine(ink, m, (1280, 720))[:, :, None] / 255.0
+        page = page * (1 - alpha) + np.array(colour, np.float32) * alpha
+    return cv2.imencode(".jpg", page.clip(0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+def write_demo(path: Path, url: str, protocol: str) -> None:
+    """:func:`demo_photograph` read by the server's ``spin_page`` and drawn (the README's picture)."""
+    from spinrec_client.draw import draw_words
+    from spinrec_client.page import PageClient
+
+    photo = demo_photograph()
+    with PageClient(url, protocol) as client:
+        words = client.read(photo).words
+    draw_words(photo, [(w.quad, f"{w.text} {w.confidence:.2f}", None) for w in words], caption="spinrec-client --page demo.jpg --draw out.png").save(path)
+    print(f"demo: {len(words)} words: {' '.join(w.text for w in words)} -> {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spinrec.evaluation.pages", description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=Path, default=Path("../shared/real_pages_dev"), help="images/ + gt/ folder (default: %(default)s)")
     parser.add_argument("--url", default="127.0.0.1:8001", help="the server (default: %(default)s)")
     parser.add_argument("-i", "--protocol", default="grpc", choices=("grpc", "http"))
     parser.add_argument("--no-anchor", action="store_true", help="skip rapidocr")
-    parser.add_argument("--out", type=Path, help="write summary.json, report.md and a gallery picture here")
+    parser.add_argument("--out", type=Path, help="write summary.json and report.md here")
+    parser.add_argument(
+        "--gallery", type=Path,
+        help="also draw every photograph with each system's words into this JPEG (keep it out of the project: the photographs are validation data)",
+    )
+    parser.add_argument("--demo", type=Path, help="only draw the server's reading of a demonstration picture made from the project's files into this PNG")
     args = parser.parse_args(argv)
+    if args.demo:
+        write_demo(args.demo, args.url, args.protocol)
+        return 0
     pairs = images_and_truth(args.pages)
     if not pairs:
         print(f"pages: no images with ground truth under {args.pages}", file=sys.stderr)
@@ -186,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     systems = {"spin_page (PP-OCRv6 det + SPIN)": read_with_server(images, args.url, args.protocol)}
     if not args.no_anchor:
         systems["rapidocr 3.10 (PP-OCRv6 det + cls + rec small)"] = read_with_rapidocr(images)
+    truth = recognition_on_truth(pairs, args.url, args.protocol, not args.no_anchor)
+    print(f"recognition alone, on the {truth['words']} ground-truth crops: " + ", ".join(f"{k} {v}" for k, v in truth.items() if k != "words"))
     results = {}
     for name, (predictions, seconds) in systems.items():
         summary, outcomes = evaluate(predictions, pairs)
@@ -198,18 +286,19 @@ def main(argv: list[str] | None = None) -> int:
             f"median {summary['median_seconds_per_image']:.2f} s/image"
         )
     if args.out:
-        write_report(args.out, pairs, results)
+        write_report(args.out, pairs, results, args, truth)
+    if args.gallery:
+        write_gallery(args.gallery, pairs, results)
     return 0
 
 
-def write_report(out: Path, pairs: Sequence[tuple[Path, Path]], results: dict) -> None:
-    """``summary.json``, ``report.md`` and ``gallery.jpg`` (every photograph with each system's words drawn:
-    green an end-to-end hit, orange a box right with the text wrong, red no word there, gray do-not-care)."""
+def write_gallery(path: Path, pairs: Sequence[tuple[Path, Path]], results: dict) -> None:
+    """Every photograph with each system's words drawn, side by side: green an end-to-end hit, orange a box right
+    with the text wrong, red no word there, gray do-not-care."""
     from PIL import Image
 
     from spinrec_client.draw import draw_words
 
-    out.mkdir(parents=True, exist_ok=True)
     colours = {"hit": (0, 170, 0), "matched": (255, 140, 0), "false": (220, 0, 0), "ignored": (150, 150, 150)}
     rows = []
     for image, _ in pairs:
@@ -229,9 +318,15 @@ def write_report(out: Path, pairs: Sequence[tuple[Path, Path]], results: dict) -
             gallery.paste(t, (x, y))
             x += t.width
         y += tiles[0].height
-    gallery.save(out / "gallery.jpg", quality=85)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gallery.save(path, quality=85)
+
+
+def write_report(out: Path, pairs: Sequence[tuple[Path, Path]], results: dict, args: argparse.Namespace, truth: dict[str, int]) -> None:
+    """``summary.json`` and ``report.md``: the table, the words each system read right, and the command."""
+    out.mkdir(parents=True, exist_ok=True)
     summary = {name: r["summary"] for name, r in results.items()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps({"systems": summary, "recognition_on_ground_truth_crops": truth}, indent=2) + "\n")
     lines = [
         f"# Whole photographs: {len(pairs)} images, {next(iter(summary.values()))['words']} counted words",
         "",
@@ -244,7 +339,14 @@ def write_report(out: Path, pairs: Sequence[tuple[Path, Path]], results: dict) -
             f"| {name} | {d['precision']:.3f} | {d['recall']:.3f} | {d['f']:.3f} | {e['precision']:.3f} | {e['recall']:.3f} | {e['f']:.3f} | "
             f"{s['median_seconds_per_image']:.2f} |"
         )
-    lines += ["", "Gallery: `gallery.jpg` (green: end-to-end hit; orange: box right, text wrong; red: no word there; gray: do-not-care)."]
+    lines += ["", "Recognition alone, on the ground-truth crops (detection taken out): " + ", ".join(
+        f"{k} reads {v} of {truth['words']}" for k, v in truth.items() if k != "words")]  # fmt: skip
+    for name, r in results.items():
+        read = [b.text for image, _ in pairs for b, o in zip(r["predictions"][image.name], r["outcomes"][image.name]) if o == "hit"]
+        wrong = [b.text for image, _ in pairs for b, o in zip(r["predictions"][image.name], r["outcomes"][image.name]) if o == "matched"]
+        lines += ["", f"{name}: read right {read}; found but misread {wrong}"]
+    lines += ["", f"Command: `python -m spinrec.evaluation.pages --pages {args.pages} --url {args.url} -i {args.protocol} --out {out}`"
+              " (`--gallery PATH` draws the photographs with each system's words; the gallery stays out of the project)."]  # fmt: skip
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 

@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 
 from spinrec.export import repository
-from spinrec.contract import CPU_CONFIG, PLAN
+from spinrec.contract import CPU_CONFIG, DETECTOR_PLAN, PLAN
 from spinrec.serving import front
 
 DEFAULT_REPOSITORY = repository.DEFAULT_OUTPUT
@@ -170,15 +170,17 @@ def choose_config(mode: str, from_wheel: bool, repository: Path, plugin: Path) -
         return CPU_CONFIG
     if mode == "default":
         return None
-    tensorrt_ready = not from_wheel and gpu_visible() and (repository / PLAN).is_file() and plugin.is_file()
+    engines = (repository / PLAN).is_file() and (repository / DETECTOR_PLAN).is_file()
+    tensorrt_ready = not from_wheel and gpu_visible() and engines and plugin.is_file()
     return None if tensorrt_ready else CPU_CONFIG
 
 
-def ensure_built(output: Path, weights: Path | None, rebuild: bool, options: list[str] | None = None) -> None:
+def ensure_built(output: Path, weights: Path | None, rebuild: bool, options: list[str] | None = None, detector: Path | None = None) -> None:
     """Run the repository builder (in a child process: torch stays out of the launcher) when needed;
-    ``options`` (e.g. ``["--max-error", "2e-4"]``) go to the builder's command line."""
+    ``options`` (e.g. ``["--max-error", "2e-4"]``) go to the builder's command line; ``detector``: the text
+    detector's ONNX graph (default: the builder's)."""
     try:
-        reason = "--rebuild" if rebuild else repository.needs_build(output, weights)
+        reason = "--rebuild" if rebuild else repository.needs_build(output, weights, detector=detector)
     except repository.BuildError as e:
         raise LaunchError(str(e)) from None
     if reason is not None:
@@ -186,6 +188,8 @@ def ensure_built(output: Path, weights: Path | None, rebuild: bool, options: lis
         cmd = [sys.executable, "-m", "spinrec.export.repository", "--output", str(output)]
         if weights is not None:
             cmd += ["--weights", str(weights)]
+        if detector is not None:
+            cmd += ["--detector", str(detector)]
         cmd += options or []
         if subprocess.run(cmd).returncode != 0:
             raise LaunchError(f"building {output} failed (see above)")
@@ -281,7 +285,7 @@ def parse_args(argv: list[str] | None, prog: str = "python -m spinrec.serving.la
     parser.add_argument(
         "--config", choices=("auto", "cpu", "default"), default="auto",
         help="model configuration: cpu = configs/cpu.pbtxt (the ONNX graph under OpenVINO or ONNX Runtime, its \"runtime\" parameter; OpenVINO as shipped), default = config.pbtxt (TensorRT); "
-        "auto = default only with tritonserver on PATH, a GPU and a built model.plan (default: %(default)s)",
+        "auto = default only with tritonserver on PATH, a GPU and built engines (the encoder's and the detector's model.plan) (default: %(default)s)",
     )
     parser.add_argument(
         "--plugin", type=Path, default=DEFAULT_PLUGIN,
@@ -298,6 +302,10 @@ def parse_args(argv: list[str] | None, prog: str = "python -m spinrec.serving.la
         "0 stops at once (default: %(default)s)",
     )
     parser.add_argument("--weights", type=Path, help="build the repository from this safetensors checkpoint")
+    parser.add_argument(
+        "--detector", type=Path,
+        help="build spin_page with this text detector, a PaddleOCR DB export in ONNX (default: PP-OCRv6 det small from the installed rapidocr)",
+    )
     parser.add_argument("--rebuild", action="store_true", help="rebuild the repository even if it looks current")
     parser.add_argument("--no-build", action="store_true", help="serve the repository as it is")
     for option, help_text in (
@@ -400,7 +408,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m spinrec.serving.l
     try:
         binary, wheel = find_server()
         if not args.no_build:
-            ensure_built(args.model_repository, args.weights, args.rebuild, builder_options(args))
+            ensure_built(args.model_repository, args.weights, args.rebuild, builder_options(args), args.detector)
         else:
             warn_if_unusable(args.model_repository)
         config = choose_config(args.config, wheel is not None, args.model_repository, args.plugin)
