@@ -12,37 +12,11 @@ import pytest
 
 from conftest import DEFAULT_WEIGHTS
 from spinrec.page.detect import DetectorOptions, boxes, crop, input_size, prepare, reading_order
+from spinrec.page.synthetic import PAGE_WORDS, synthetic_page  # noqa: F401 (test_page_server imports them from here)
 
-#: A synthetic page: (word, centre, angle in degrees counterclockwise, Hershey scale).
-PAGE_WORDS = (
-    ("hello", (250, 150), 0, 2.0),
-    ("world", (700, 160), 5, 2.0),
-    ("triton", (300, 400), -8, 1.8),
-    ("server", (850, 450), 0, 2.2),
-    ("page", (600, 620), 12, 1.6),
-)
 #: How far a detected corner may lie from the word's tight box: DB grows every box by area x 1.6 / perimeter
 #: (``unclip_ratio``), about a third of the text height for these words, plus a pixel of rounding.
 CORNER_TOLERANCE_PX = 16
-
-
-def synthetic_page(words=PAGE_WORDS, size=(720, 1280), seed=0) -> tuple[np.ndarray, list[np.ndarray]]:
-    """A light, noisy 1280x720 BGR page with ``words`` drawn dark at their centres and angles, and each word's
-    tight quadrilateral (its text box rotated with it), corners clockwise from the top left."""
-    rng = np.random.default_rng(seed)
-    page = np.full((*size, 3), 230, np.uint8) + rng.integers(0, 16, (*size, 3), dtype=np.uint8)
-    quads = []
-    for word, (cx, cy), angle, scale in words:
-        (w, h), base = cv2.getTextSize(word, cv2.FONT_HERSHEY_SIMPLEX, scale, 3)
-        patch = np.zeros((h + base, w), np.uint8)
-        cv2.putText(patch, word, (0, h), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, 3, cv2.LINE_AA)
-        m = cv2.getRotationMatrix2D((w / 2, (h + base) / 2), angle, 1.0)
-        m[:, 2] += [cx - w / 2, cy - (h + base) / 2]
-        ink = cv2.warpAffine(patch, m, (size[1], size[0]))[:, :, None] / 255.0
-        page = (page * (1 - ink) + np.array([40, 30, 20]) * ink).astype(np.uint8)
-        corners = np.array([[0, 0], [w, 0], [w, h + base], [0, h + base]], np.float32)
-        quads.append(cv2.transform(corners[None], m)[0])
-    return page, quads
 
 
 def polygon_iou(a, b) -> float:
@@ -229,3 +203,18 @@ def test_past_the_word_limit_the_surest_words_are_read(detector, page):
 
     read = PageReader(detector, lambda crops: [("x", 1.0, "")] * len(crops), max_words=2)(page[0])
     assert len(read.words) == 2 and read.note.startswith("words_limited: 5 words found")
+
+
+def test_the_perf_split_charges_each_model_its_own_time():
+    """perf.pages: per-page milliseconds from a level's server statistics (means per request x requests / pages)."""
+    from perf.pages import REST, split_per_page
+
+    stats = {
+        "spin_page": {"compute_infer_ms": 200.0, "requests_ok": 10},
+        "spin_detector": {"compute_infer_ms": 150.0, "requests_ok": 10},
+        "spin_preprocess": {"compute_infer_ms": 2.0, "requests_ok": 10},
+        "spin_encoder": {"compute_infer_ms": 12.0, "requests_ok": 10},
+        "spin_decoder": {"compute_infer_ms": 6.0, "requests_ok": 10},
+        "spin_ocr": {"compute_infer_ms": 0.0, "requests_ok": 10},
+    }
+    assert split_per_page(stats, 10) == {"detection network": 150.0, "recognition": 20.0, REST: 30.0}
