@@ -16,6 +16,10 @@ too much in float16, and the plugin computes in float32 whatever its I/O). Tenso
 builder flag with the transform's layers pinned to float32; TensorRT 11 removed that flag and per-layer
 precision, so there the graph itself is converted to mixed precision (ModelOpt AutoCast, the transform's nodes
 excluded) and built as a strongly typed network.
+
+The text detector's engine (:mod:`builders.build_detector_engine`) is built by the same :func:`build_engine` with
+an :class:`~builders.engine_record.ImageProfile` instead of the batch :class:`~builders.engine_record.Profile`
+(its graph has no GA-SPIN transform, so nothing is kept in FP32).
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
 from builders.tensorrt_env import BuildError, GpuInfo, load_plugin, query_gpu, require_tensorrt, tensorrt_version, trt
-from builders.engine_record import Profile, metadata_path, read_metadata, write_metadata
+from builders.engine_record import Dims, Profile, ShapeProfile, metadata_path, read_metadata, write_metadata
 from builders.verify_engine import add_verify_args, verify_and_record
 from spinrec.runtime.tensorrt_encoder import TensorRTError
 from spinrec.export.repository import _sha256 as sha256_of  # one file hasher for the builders
@@ -48,7 +52,7 @@ class BuildOptions:
     plugin: Path | None
     output: Path
     precision: str = "fp16"
-    profile: Profile = field(default_factory=Profile)
+    profile: ShapeProfile = field(default_factory=Profile)  # the encoder's batch; the detector's ImageProfile
     workspace_mib: int = 1024
     timing_cache: Path | None = None
     fp16_transform: bool = False
@@ -87,7 +91,7 @@ def build_key(opts: BuildOptions, gpu: GpuInfo, trt_version: str) -> dict[str, A
         "plugin_sha256": sha256_of(opts.plugin) if opts.plugin else None,
         "precision": opts.precision,
         "fp16_transform": opts.fp16_transform,
-        "profile": [opts.profile.min, opts.profile.opt, opts.profile.max],
+        "profile": opts.profile.key(),
         "workspace_mib": opts.workspace_mib,
         "tensorrt_version": trt_version,
         "gpu": gpu.name,
@@ -107,26 +111,28 @@ def rebuild_reason(opts: BuildOptions, gpu: GpuInfo, trt_version: str) -> str | 
     return f"changed: {', '.join(changed)}" if changed else None
 
 
-def check_dynamic_batch(onnx_path: Path) -> None:
-    """Refuse, before TensorRT is involved, a graph whose inputs do not have a dynamic first (batch) dimension
-    and fixed other dimensions: one engine must serve every batch of the profile."""
+def graph_inputs(onnx_path: Path) -> dict[str, Dims]:
+    """The graph's inputs (initializers excluded) and their dimensions, None where dynamic."""
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
-    for value in graph.input:
-        if value.name in initializers:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        if not dims:
-            raise BuildError(f"{onnx_path}: input {value.name!r} has no shape; export it with a batch dimension")
-        if dims[0].HasField("dim_value") and dims[0].dim_value > 0:
-            raise BuildError(
-                f"{onnx_path}: input {value.name!r} has a static batch of {dims[0].dim_value}; export it with a "
-                "dynamic batch axis (spinrec.export.onnx_export does: dynamic_axes {0: 'batch'})"
-            )
-        if any(not d.HasField("dim_value") for d in dims[1:]):
-            raise BuildError(f"{onnx_path}: input {value.name!r} must have fixed dimensions after the batch")
+    return {
+        value.name: [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+        for value in graph.input
+        if value.name not in initializers
+    }
+
+
+def check_graph(onnx_path: Path, profile: ShapeProfile) -> None:
+    """Refuse, before TensorRT is involved, a graph whose inputs ``profile`` cannot serve
+    (:meth:`Profile.check_inputs`, :meth:`ImageProfile.check_inputs`)."""
+    profile.check_inputs(graph_inputs(onnx_path), onnx_path)
+
+
+def check_dynamic_batch(onnx_path: Path) -> None:
+    """The encoder's graph: dynamic first (batch) dimension, fixed other dimensions (:meth:`Profile.check_inputs`)."""
+    check_graph(onnx_path, Profile())
 
 
 def progress_monitor() -> trt.IProgressMonitor:
@@ -219,8 +225,11 @@ def attach_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> str:
 def build_engine(opts: BuildOptions) -> dict[str, Any]:
     """Parse, configure, build; write the plan, its JSON metadata and the timing cache. Returns the metadata."""
     if not opts.onnx.is_file():
-        raise BuildError(f"ONNX graph {opts.onnx} not found; export it with spinrec.export.onnx_export.export_encoder")
-    check_dynamic_batch(opts.onnx)
+        raise BuildError(
+            f"ONNX graph {opts.onnx} not found; the encoder's is exported by spinrec.export.onnx_export.export_encoder, "
+            "the text detector's installed by the repository builder (python -m builders.build_repository)"
+        )
+    check_graph(opts.onnx, opts.profile)
     require_tensorrt()
     plan_of = precision_plan(opts.precision, opts.fp16_transform, hasattr(trt.BuilderFlag, "FP16"))
     gpu = query_gpu()
@@ -255,13 +264,14 @@ def build_engine(opts: BuildOptions) -> dict[str, Any]:
         pinned = pin_transform_fp32(network)
         config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
 
-    # Every input is batched on dim 0 (the encoder has just "image"; the blend graph has four).
+    # The encoder's inputs are batched on dim 0 ("image"; the blend graph has four); the detector's one
+    # photograph varies in height and width.
     profile = builder.create_optimization_profile()
     input_shapes: dict[str, list[list[int]]] = {}
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         dims = tensor.shape
-        lo, mid, hi = input_shapes[tensor.name] = opts.profile.shapes([dims[d] for d in range(1, len(dims))])
+        lo, mid, hi = input_shapes[tensor.name] = opts.profile.input_shapes([dims[d] for d in range(len(dims))])
         profile.set_shape(tensor.name, trt.Dims(lo), trt.Dims(mid), trt.Dims(hi))
     config.add_optimization_profile(profile)
     cache_note = attach_timing_cache(config, opts.timing_cache)
@@ -297,6 +307,21 @@ def build_engine(opts: BuildOptions) -> dict[str, Any]:
     return metadata
 
 
+def ensure_engine(opts: BuildOptions, if_needed: bool, prog: str) -> dict[str, Any] | None:
+    """Build ``opts.output`` unless ``if_needed`` and it is current (:func:`rebuild_reason`), saying which on
+    stderr. Returns the new plan's record, or None when the existing plan was kept."""
+    reason: str | None = "requested"
+    if if_needed:
+        reason = rebuild_reason(opts, query_gpu(), tensorrt_version())  # the GPU first: no driver is the likelier news
+    if reason is None:
+        print(f"{prog}: {opts.output} is current", file=sys.stderr)
+        return None
+    print(f"{prog}: building {opts.output}, {opts.precision} ({reason})", file=sys.stderr)
+    metadata = build_engine(opts)
+    print(f"{prog}: wrote {opts.output} ({metadata['plan_bytes']} bytes)", file=sys.stderr)
+    return metadata
+
+
 def add_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-batch", type=int, default=1)
     p.add_argument("--opt-batch", type=int, default=16)
@@ -319,28 +344,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def run_builder(prog: str, options: Callable[[], BuildOptions], if_needed: bool, verify: Callable[[BuildOptions], int] | None) -> int:
+    """A builder command's body: its options (checked), the engine built unless ``if_needed`` finds it current,
+    then ``verify`` when given. Returns the exit status: verify's, else 0; 2 with one line for a TensorRT or build error."""
+    try:
+        opts = options()
+        ensure_engine(opts, if_needed, prog)
+        return verify(opts) if verify is not None else 0
+    except TensorRTError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def options() -> BuildOptions:
         profile = Profile(args.min_batch, args.opt_batch, args.max_batch)
-        opts = BuildOptions(
+        return BuildOptions(
             args.onnx, args.plugin, args.output, args.precision, profile, args.workspace_mib, args.timing_cache, args.fp16_transform
         )
-        reason: str | None = "requested"
-        if args.if_needed:
-            require_tensorrt()
-            reason = rebuild_reason(opts, query_gpu(), tensorrt_version())
-        if reason is None:
-            print(f"build_engine: {args.output} is current")
-        else:
-            metadata = build_engine(opts)
-            print(f"build_engine: wrote {args.output} ({metadata['plan_bytes']} bytes), {args.precision} ({reason})")
-        if args.verify:
-            return verify_and_record(args.output, args.plugin, args.onnx, profile, args)
-    except TensorRTError as e:
-        print(f"build_engine: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    def verify(opts: BuildOptions) -> int:
+        return verify_and_record(opts.output, opts.plugin, opts.onnx, Profile(args.min_batch, args.opt_batch, args.max_batch), args)
+
+    return run_builder("build_engine", options, args.if_needed, verify if args.verify else None)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ printed and stored in that record under ``verify``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -22,7 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from builders.engine_record import Profile, read_metadata, write_metadata
+from builders.engine_record import Profile, read_metadata, record_verification, recorded_precision
 from builders.tensorrt_env import BuildError
 from spinrec.runtime.tensorrt_encoder import TensorRTError
 
@@ -61,13 +60,27 @@ def run_in_chunks(run: Run, batch: np.ndarray, profile: Profile) -> np.ndarray:
     return out
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files in ``folder`` and its subfolders, sorted; refused when there are none."""
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise BuildError(f"no images in {folder}")
+    return paths
+
+
+def max_abs_error(got: np.ndarray, want: np.ndarray) -> float:
+    """The largest absolute difference; inf for NaN (which would slip through max() and <=) or other shapes."""
+    if got.shape != want.shape:
+        return float("inf")
+    err = float(np.max(np.abs(got.astype(np.float32) - want)))
+    return err if np.isfinite(err) else float("inf")
+
+
 def load_images(folder: Path) -> tuple[list[str], np.ndarray]:
     """Names and preprocessed ``[N, 1, 32, 100]`` crops of the image files in ``folder`` (and its subfolders)."""
     from spinrec.preprocess import preprocess_batch
 
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise BuildError(f"no images in {folder}")
+    paths = image_files(folder)
     batch, errors = preprocess_batch([p.read_bytes() for p in paths])
     bad = [str(p) for p, e in zip(paths, errors) if e is not None]
     if bad:
@@ -91,8 +104,7 @@ def compare(
     todo += [(name, names, batch) for name, (names, batch) in image_sets.items()]
     for name, names, batch in tqdm(todo, desc="verify", file=sys.stderr):
         got, want = run_in_chunks(engine, batch, profile), run_in_chunks(reference, batch, profile)
-        err = float(np.max(np.abs(got.astype(np.float32) - want)))
-        err = err if np.isfinite(err) else float("inf")  # NaN would slip through max() and <=
+        err = max_abs_error(got, want)
         entry: dict[str, Any] = {"images": len(batch), "max_abs_error": err}
         report["max_abs_error"] = max(report["max_abs_error"], err)
         if names is not None and decode is not None:
@@ -158,19 +170,9 @@ def add_verify_args(p: argparse.ArgumentParser) -> None:
 
 def verify_and_record(plan: Path, plugin: Path | None, onnx_path: Path, profile: Profile, args: argparse.Namespace) -> int:
     """Verify, store the report in the plan's record, print it; 0 when it passed, 1 when not."""
-    metadata = read_metadata(plan)
-    precision = metadata.get("build", {}).get("precision")
-    if precision not in TOLERANCE:
-        raise BuildError(f"{plan}: no build record with a precision (build it with python -m builders.build_engine)")
+    precision = recorded_precision(plan, TOLERANCE, "builders.build_engine")
     report = verify_engine(plan, plugin, onnx_path, profile, precision, args.images, args.checkpoint, args.tolerance)
-    metadata["verify"] = report
-    write_metadata(plan, metadata)
-    print(json.dumps(report, indent=2))
-    if not report["passed"]:
-        print(f"verify_engine: FAILED: max abs error {report['max_abs_error']:.3g} (tolerance {report['tolerance']}), "
-              f"identical texts {report['texts_identical']}", file=sys.stderr)  # fmt: skip
-        return 1
-    return 0
+    return record_verification(plan, report, "verify_engine", f", identical texts {report['texts_identical']}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
