@@ -1,4 +1,5 @@
-"""The TensorRT engine builders (builders/build_engine.py, verify_engine.py) and the engine runtime they share
+"""The TensorRT engine builders (builders/build_engine.py, verify_engine.py; the detector's, which reuse them, are
+type-checked here too and tested in test_detector_engine.py) and the engine runtime they share
 (spinrec/runtime/tensorrt_encoder.py).
 
 Here: their TensorRT API use type-checks against ``tensorrt-stubs`` (mypy); every decision that needs no
@@ -38,7 +39,10 @@ from test_plugin_kernel import SPIN as SPIN_EXPONENTS
 from test_plugin_kernel import TOL, random_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILDERS = [ROOT / "builders" / f"{name}.py" for name in ("tensorrt_env", "build_plugin", "build_engine", "verify_engine", "gpu_start", "gpu_report")]
+BUILDERS = [
+    ROOT / "builders" / f"{name}.py"
+    for name in ("tensorrt_env", "engine_record", "build_plugin", "build_engine", "verify_engine", "build_detector_engine", "verify_detector", "gpu_start", "gpu_report")
+]
 BUILDERS.append(ROOT / "spinrec" / "runtime" / "tensorrt_encoder.py")
 SMALL = SPINConfig(backbone_out_channels=64, neck_hidden_size=32, neck_out_channels=(32, 64), head_hidden_size=32)
 
