@@ -9,7 +9,10 @@
    decomposed graph from step 1, which TensorRT runs as ordinary layers;
 3. the engine, ``$SPIN_PRECISION`` (default fp16) with profile 1/``$SPIN_OPT_BATCH``/``$SPIN_MAX_BATCH``
    (:mod:`builders.build_engine`, rebuilt when the graph, plugin, any option, the GPU or TensorRT changed);
-4. ``tritonserver`` on the repository, with the plugin library when the engine has the plugin layer.
+4. the text detector's engine (``spin_detector``, which ``spin_page`` calls) from the graph step 1 installed,
+   ``$SPIN_DETECTOR_PRECISION`` (default: ``$SPIN_PRECISION``), its profile checked against the largest input
+   ``spin_page``'s configuration sends (:mod:`builders.build_detector_engine`, rebuilt on the same conditions);
+5. ``tritonserver`` on the repository, with the plugin library when the engine has the plugin layer.
 
 Every decision is a pure function of the settings and the checkpoint's recorded configuration
 (:func:`settings_from_env`, :func:`plan_start`), so it is tested without a GPU.
@@ -26,11 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from builders.build_detector_engine import detector_build
 from builders.build_engine import PRECISIONS, BuildOptions, Profile, sha256_of
+from builders.engine_record import ImageProfile
 from builders.tensorrt_env import BuildError
 from spinrec.export.repository import export_check_options
 from spinrec.runtime.tensorrt_encoder import TensorRTError
-from spinrec.contract import CHECKPOINT, ENCODER, ONNX as DECOMPOSED_GRAPH, PLAN
+from spinrec.contract import CHECKPOINT, ENCODER, PAGE, ONNX as DECOMPOSED_GRAPH, PLAN
 
 # CHECKPOINT is the repository builder's copy: both halves come from it.
 PLUGIN_GRAPH = DECOMPOSED_GRAPH.with_name("model_plugin.onnx")
@@ -46,13 +51,16 @@ class StartSettings:
     opt_batch: int
     max_batch: int
     export_options: tuple[str, ...] = ()  # the repository builder's export-check options (SPIN_MAX_ERROR, ...)
+    detector_precision: str = "fp16"
 
 
 def settings_from_env(env: Mapping[str, str]) -> StartSettings:
     """The image's environment variables (docker/README.md), checked."""
     precision = env.get("SPIN_PRECISION", "fp16")
-    if precision not in PRECISIONS:
-        raise BuildError(f"SPIN_PRECISION={precision!r}: must be one of {', '.join(PRECISIONS)}")
+    detector_precision = env.get("SPIN_DETECTOR_PRECISION") or precision
+    for name, value in (("SPIN_PRECISION", precision), ("SPIN_DETECTOR_PRECISION", detector_precision)):
+        if value not in PRECISIONS:
+            raise BuildError(f"{name}={value!r}: must be one of {', '.join(PRECISIONS)}")
     batches = {}
     for name, default in (("SPIN_OPT_BATCH", 16), ("SPIN_MAX_BATCH", 64)):
         try:
@@ -75,6 +83,7 @@ def settings_from_env(env: Mapping[str, str]) -> StartSettings:
         opt_batch=batches["SPIN_OPT_BATCH"],
         max_batch=batches["SPIN_MAX_BATCH"],
         export_options=tuple(export_check_options(tolerances["SPIN_MAX_ERROR"], tolerances["SPIN_NOISE_FACTOR"])),
+        detector_precision=detector_precision,
     )
 
 
@@ -84,6 +93,7 @@ class StartPlan:
     export_reason: str | None  # why the plugin graph must be (re)exported; None: current or not used
     engine: BuildOptions
     server_plugin: Path | None  # library tritonserver loads for the TensorRT backend
+    detector: BuildOptions  # the text detector's engine (no plugin)
 
 
 def blend_for(offsets: bool) -> str:
@@ -107,15 +117,40 @@ def encoder_max_batch(config_text: str) -> int:
     return int(m[1])
 
 
+def page_max_side(config_text: str) -> int:
+    """The largest side of a detector input ``spin_page`` sends with the options of its ``config.pbtxt``: a
+    photograph resized to at most ``max_side_len`` a side, rounded to a multiple of 32 (:func:`spinrec.page.detect.input_size`)."""
+    from spinrec.page.detect import DetectorOptions, input_size
+
+    params = dict(re.findall(r'parameters\s*\{\s*key:\s*"(\w+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', config_text))
+    try:
+        options = DetectorOptions.from_params(params)
+    except ValueError as e:
+        raise BuildError(f"spin_page/config.pbtxt: {e}") from None
+    return max(input_size(options.max_side_len, options.max_side_len, options))
+
+
 def plan_start(
-    settings: StartSettings, offsets: bool, checkpoint_sha256: str, exported: Mapping[str, object] | None, config_max_batch: int
+    settings: StartSettings,
+    offsets: bool,
+    checkpoint_sha256: str,
+    exported: Mapping[str, object] | None,
+    config_max_batch: int,
+    detector_max_side: int,
 ) -> StartPlan:
     """Which graph, which precision and profile, what to export: from the settings, the checkpoint's recorded
-    ``offsets``, its hash, the record of the last plugin export and the encoder config's max_batch_size."""
+    ``offsets``, its hash, the record of the last plugin export, the encoder config's max_batch_size and the
+    largest detector input spin_page's config sends (:func:`page_max_side`)."""
     if settings.max_batch < config_max_batch:
         raise BuildError(
             f"SPIN_MAX_BATCH={settings.max_batch} is below spin_encoder's max_batch_size {config_max_batch}: "
             "Triton would refuse the engine; raise SPIN_MAX_BATCH"
+        )
+    detector_profile = ImageProfile()
+    if detector_max_side > min(detector_profile.max):
+        raise BuildError(
+            f"spin_page's max_side_len sends the detector inputs up to {detector_max_side} pixels a side, beyond its engine's "
+            f"profile ({detector_profile.max[0]}x{detector_profile.max[1]}): lower max_side_len in spin_page/config.pbtxt"
         )
     blend = blend_for(offsets)
     models = settings.models
@@ -132,6 +167,7 @@ def plan_start(
         export_reason=export_reason(checkpoint_sha256, exported) if blend == "plugin" else None,
         engine=engine,
         server_plugin=engine.plugin,
+        detector=detector_build(models, settings.detector_precision, detector_profile, timing_cache=models / TIMING_CACHE),
     )
 
 
@@ -147,10 +183,9 @@ def _export_record(models: Path) -> Path:
 
 
 def prepare(settings: StartSettings) -> StartPlan:
-    """Steps 1-3 of the module doc; returns the plan that was carried out."""
+    """Steps 1-4 of the module doc; returns the plan that was carried out."""
     from builders import build_engine
     from spinrec.export import repository as build_repository
-    from builders.tensorrt_env import query_gpu, tensorrt_version
     from spinrec import weights as spin_weights
     from spinrec.models import SPINConfig
 
@@ -171,7 +206,8 @@ def prepare(settings: StartSettings) -> StartPlan:
     record = _export_record(settings.models)
     exported = json.loads(record.read_text()) if record.is_file() else None
     config_max = encoder_max_batch((settings.models / ENCODER / "config.pbtxt").read_text())
-    plan = plan_start(settings, offsets, checkpoint_sha, exported, config_max)
+    max_side = page_max_side((settings.models / PAGE / "config.pbtxt").read_text())
+    plan = plan_start(settings, offsets, checkpoint_sha, exported, config_max, max_side)
     print(f"gpu_start: checkpoint offsets={offsets}: {plan.blend} graph, {settings.precision} engine", file=sys.stderr)
 
     if plan.export_reason is not None:
@@ -183,13 +219,8 @@ def prepare(settings: StartSettings) -> StartPlan:
             raise BuildError("the plugin graph differs from PyTorch beyond the export tolerance (see above)")
         record.write_text(json.dumps({"checkpoint_sha256": checkpoint_sha}) + "\n")
 
-    engine = plan.engine
-    reason = build_engine.rebuild_reason(engine, query_gpu(), tensorrt_version())
-    if reason is None:
-        print(f"gpu_start: {engine.output} is current", file=sys.stderr)
-    else:
-        print(f"gpu_start: building {engine.output} ({reason})", file=sys.stderr)
-        build_engine.build_engine(engine)
+    build_engine.ensure_engine(plan.engine, True, "gpu_start")
+    build_engine.ensure_engine(plan.detector, True, "gpu_start")
     return plan
 
 

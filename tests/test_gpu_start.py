@@ -16,9 +16,11 @@ import pytest
 import torch
 
 from builders import build_engine, gpu_start
+from builders.engine_record import ImageProfile
 from builders.tensorrt_env import BuildError
 from spinrec import weights
 from spinrec.export import onnx_export
+from spinrec.contract import DETECTOR_ONNX
 from spinrec.export.repository import read_record
 from spinrec.models import SPIN, SPINConfig
 from spinrec.runtime import ort_spin_blend
@@ -26,6 +28,8 @@ from spinrec.runtime import ort_spin_blend
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(backbone_out_channels=64, neck_hidden_size=32, neck_out_channels=(32, 64), head_hidden_size=32)
 ENV = {"SPIN_MODELS": "/models", "SPIN_PLUGIN_LIBRARY": "/opt/spin/lib/libspin_plugin.so"}
+#: The largest detector input side the shipped spin_page config sends (checked in test_detector_engine_follows_the_settings).
+SIDE = 1984
 
 
 def test_settings_from_the_image_environment(tmp_path):
@@ -52,7 +56,7 @@ def test_settings_from_the_image_environment(tmp_path):
 
 def test_offsets_on_builds_the_plugin_graph_and_loads_the_plugin():
     settings = gpu_start.settings_from_env(ENV)
-    plan = gpu_start.plan_start(settings, offsets=True, checkpoint_sha256="aa", exported=None, config_max_batch=64)
+    plan = gpu_start.plan_start(settings, offsets=True, checkpoint_sha256="aa", exported=None, config_max_batch=64, detector_max_side=SIDE)
     assert plan.blend == "plugin" and plan.export_reason == "no plugin graph yet"
     assert plan.engine.onnx == Path("/models/spin_encoder/1/model_plugin.onnx")
     assert plan.engine.plugin == settings.plugin == plan.server_plugin
@@ -62,8 +66,8 @@ def test_offsets_on_builds_the_plugin_graph_and_loads_the_plugin():
     cmd = gpu_start.server_command(settings, plan, ["--log-verbose=1"])
     assert "--backend-config=tensorrt,plugins=/opt/spin/lib/libspin_plugin.so" in cmd and cmd[-1] == "--log-verbose=1"
     # Exported from this checkpoint before: kept; from another one: exported again.
-    assert gpu_start.plan_start(settings, True, "aa", {"checkpoint_sha256": "aa"}, 64).export_reason is None
-    assert gpu_start.plan_start(settings, True, "bb", {"checkpoint_sha256": "aa"}, 64).export_reason == "checkpoint changed"
+    assert gpu_start.plan_start(settings, True, "aa", {"checkpoint_sha256": "aa"}, 64, SIDE).export_reason is None
+    assert gpu_start.plan_start(settings, True, "bb", {"checkpoint_sha256": "aa"}, 64, SIDE).export_reason == "checkpoint changed"
 
 
 def test_offsets_off_builds_the_decomposed_graph_without_the_plugin():
@@ -71,7 +75,7 @@ def test_offsets_off_builds_the_decomposed_graph_without_the_plugin():
     express it, so the engine is built from the repository builder's decomposed graph and tritonserver gets
     no plugin library."""
     settings = gpu_start.settings_from_env({**ENV, "SPIN_PRECISION": "tf32"})
-    plan = gpu_start.plan_start(settings, offsets=False, checkpoint_sha256="aa", exported=None, config_max_batch=64)
+    plan = gpu_start.plan_start(settings, offsets=False, checkpoint_sha256="aa", exported=None, config_max_batch=64, detector_max_side=SIDE)
     assert plan.blend == "decomposed" and plan.export_reason is None
     assert plan.engine.onnx == Path("/models/spin_encoder/1/model.onnx") and plan.engine.plugin is None
     assert plan.server_plugin is None and not any("plugins=" in a for a in gpu_start.server_command(settings, plan, []))
@@ -82,7 +86,42 @@ def test_engine_profile_must_cover_the_served_batch():
     config_max = gpu_start.encoder_max_batch((ROOT / "model_repository" / "spin_encoder" / "config.pbtxt").read_text())
     settings = gpu_start.settings_from_env({**ENV, "SPIN_OPT_BATCH": "8", "SPIN_MAX_BATCH": str(config_max // 2)})
     with pytest.raises(BuildError, match=f"below spin_encoder's max_batch_size {config_max}"):
-        gpu_start.plan_start(settings, True, "aa", None, config_max)
+        gpu_start.plan_start(settings, True, "aa", None, config_max, SIDE)
+
+
+def test_detector_engine_follows_the_settings():
+    """The text detector's engine: the repository builder's graph, no plugin, the shared timing cache, the encoder's
+    precision unless SPIN_DETECTOR_PRECISION says otherwise, a profile covering every input spin_page's shipped config sends."""
+    page_config = (ROOT / "model_repository" / "spin_page" / "config.pbtxt").read_text()
+    assert gpu_start.page_max_side(page_config) == SIDE  # max_side_len 2000 -> 1984 (62.5 x 32 rounds to 62 x 32)
+    plan = gpu_start.plan_start(gpu_start.settings_from_env({**ENV, "SPIN_PRECISION": "tf32"}), True, "aa", None, 64, SIDE)
+    detector = plan.detector
+    assert (detector.onnx, detector.output) == (Path("/models/spin_detector/1/model.onnx"), Path("/models/spin_detector/1/model.plan"))
+    assert detector.plugin is None and detector.precision == "tf32" and detector.timing_cache == plan.engine.timing_cache
+    assert detector.profile == ImageProfile((32, 32), (736, 1312), (2048, 2048))
+    settings = gpu_start.settings_from_env({**ENV, "SPIN_DETECTOR_PRECISION": "fp32"})
+    assert (settings.precision, settings.detector_precision) == ("fp16", "fp32")
+    assert gpu_start.plan_start(settings, True, "aa", None, 64, SIDE).detector.precision == "fp32"
+    assert gpu_start.settings_from_env({**ENV, "SPIN_DETECTOR_PRECISION": ""}).detector_precision == "fp16"
+    with pytest.raises(BuildError, match="SPIN_DETECTOR_PRECISION='int8'"):
+        gpu_start.settings_from_env({**ENV, "SPIN_DETECTOR_PRECISION": "int8"})
+    # A spin_page config that would send larger photographs than the engine's profile serves is refused at start.
+    wide = page_config.replace('key: "max_side_len" value: { string_value: "2000" }', 'key: "max_side_len" value: { string_value: "3000" }')
+    assert gpu_start.page_max_side(wide) == 3008
+    with pytest.raises(BuildError, match="up to 3008 pixels a side, beyond its engine's profile"):
+        gpu_start.plan_start(settings, True, "aa", None, 64, gpu_start.page_max_side(wide))
+
+
+def test_gpu_image_installs_what_whole_photographs_need():
+    """The repository builder refuses to build without the detector graph rapidocr carries, and spin_page needs
+    pyclipper: the GPU image installs both (not the whole serve extra), pinned as the serve extra pins them."""
+    import tomllib
+
+    serve = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve"]
+    pins = {spec.split("==")[0]: spec for spec in serve}
+    install = next(line for line in (ROOT / "docker" / "Dockerfile").read_text().splitlines() if "/opt/spin/src[gpu,torch]" in line)
+    for package in ("rapidocr", "pyclipper"):
+        assert f" {pins[package]} " in f"{install} ", f"docker/Dockerfile must install {pins[package]}"
 
 
 def test_shipped_default_checkpoint_gets_a_graph_its_builder_accepts(tmp_path):
@@ -90,7 +129,7 @@ def test_shipped_default_checkpoint_gets_a_graph_its_builder_accepts(tmp_path):
     if not default.is_file():
         pytest.skip("no embedded default checkpoint")
     config = weights.config_of(weights.read_metadata(default)) or SPINConfig()
-    plan = gpu_start.plan_start(gpu_start.settings_from_env(ENV), config.offsets, "aa", None, 64)
+    plan = gpu_start.plan_start(gpu_start.settings_from_env(ENV), config.offsets, "aa", None, 64, SIDE)
     assert plan.blend == gpu_start.blend_for(config.offsets)
     if config.offsets:
         onnx_export.export_encoder(weights.load(default), tmp_path / "plugin.onnx", blend="plugin")
@@ -151,6 +190,7 @@ def test_start_prepares_everything_up_to_the_gpu(offsets, tmp_path, capsys):
     chosen = models / (gpu_start.PLUGIN_GRAPH if offsets else gpu_start.DECOMPOSED_GRAPH)
     assert ort_spin_blend.has_plugin_nodes(onnx.load(str(chosen))) == offsets
     build_engine.check_dynamic_batch(chosen)
+    build_engine.check_graph(models / DETECTOR_ONNX, ImageProfile())  # the detector engine's graph, as its build checks it
 
 
 def test_shell_scripts_pass_shellcheck():
