@@ -163,16 +163,31 @@ def reading_order(quads: np.ndarray) -> np.ndarray:
     return by_y[np.lexsort((quads[by_y, 0, 0], line))]
 
 
-def crop(image: np.ndarray, quad: np.ndarray, tall: str = "rotate") -> np.ndarray:
-    """The word inside ``quad`` (float32 ``[4, 2]``, clockwise from its top left) warped upright: width the
-    longer of its top and bottom edges, height the longer of its sides, bicubic, border replicated.
-    ``tall="rotate"`` turns a crop at least 1.5 times as tall as wide by 90 degrees counterclockwise (PaddleOCR's
-    rule: vertical words are mostly rotated horizontal ones); ``"keep"`` leaves it."""
+#: A crop at least this many times as tall as wide is a vertical word (PaddleOCR's rule).
+TALL_RATIO = 1.5
+
+
+def crop_size(quad: np.ndarray) -> tuple[int, int]:
+    """``(width, height)`` of the crop of ``quad``: the longer of its top and bottom edges, the longer of its sides."""
     quad = np.asarray(quad, np.float32)
     w = max(1, int(max(np.linalg.norm(quad[0] - quad[1]), np.linalg.norm(quad[3] - quad[2]))))
     h = max(1, int(max(np.linalg.norm(quad[0] - quad[3]), np.linalg.norm(quad[1] - quad[2]))))
+    return w, h
+
+
+def is_tall(quad: np.ndarray) -> bool:
+    w, h = crop_size(quad)
+    return h >= TALL_RATIO * w
+
+
+def crop(image: np.ndarray, quad: np.ndarray, tall: str = "rotate") -> np.ndarray:
+    """The word inside ``quad`` (float32 ``[4, 2]``, clockwise from its top left) warped upright (:func:`crop_size`),
+    bicubic, border replicated. ``tall="rotate"`` turns a crop :data:`TALL_RATIO` times as tall as wide by 90 degrees
+    counterclockwise (PaddleOCR's rule: a vertical word is mostly a horizontal one turned); ``"keep"`` leaves it."""
+    quad = np.asarray(quad, np.float32)
+    w, h = crop_size(quad)
     target = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
     warped = cv2.warpPerspective(image, cv2.getPerspectiveTransform(quad, target), (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    if tall == "rotate" and h >= 1.5 * w:
+    if tall == "rotate" and h >= TALL_RATIO * w:
         warped = np.ascontiguousarray(np.rot90(warped))
     return warped

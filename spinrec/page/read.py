@@ -14,12 +14,16 @@ from typing import Callable, Sequence
 import numpy as np
 
 from spinrec.contract import MAX_WORDS
-from spinrec.page.detect import DetectorOptions, boxes, crop, prepare, reading_order
+from spinrec.page.detect import DetectorOptions, boxes, crop, is_tall, prepare, reading_order
 from spinrec.preprocess import ImageInput, decode_image
 
 #: What a word crop is sent to the recognizer as: lossless and the cheapest to encode and decode.
 CROP_FORMAT = ".bmp"
-TALL = ("rotate", "keep")
+#: What to do with a vertical word's crop (:func:`spinrec.page.detect.is_tall`): ``both`` reads it turned 90 degrees
+#: either way and keeps the more confident reading (measured best: on synthetic vertical words, 20 of 20 read against
+#: PaddleOCR's rule's 10, which reads only words turned clockwise); ``rotate`` turns it counterclockwise (PaddleOCR);
+#: ``keep`` reads it as it stands.
+TALL = ("both", "rotate", "keep")
 
 #: ``detector``: the network, float32 ``[1, 3, h, w]`` -> probability map ``[1, 1, h, w]``.
 Detector = Callable[[np.ndarray], np.ndarray]
@@ -46,12 +50,12 @@ class Page:
 
 
 class PageReader:
-    """``detector`` and ``recognizer`` as above; ``options`` the detector's thresholds; ``tall`` what to do with a crop
-    at least 1.5 times as tall as wide (:func:`spinrec.page.detect.crop`); ``max_words`` the contract's :data:`~spinrec.contract.MAX_WORDS` (past it, the words the
+    """``detector`` and ``recognizer`` as above; ``options`` the detector's thresholds; ``tall`` what to do with a
+    vertical word (:data:`TALL`); ``max_words`` the contract's :data:`~spinrec.contract.MAX_WORDS` (past it, the words the
     detector is surest of are read and the page's note says how many were left)."""
 
     def __init__(
-        self, detector: Detector, recognizer: Recognizer, options: DetectorOptions = DetectorOptions(), tall: str = "rotate", max_words: int = MAX_WORDS
+        self, detector: Detector, recognizer: Recognizer, options: DetectorOptions = DetectorOptions(), tall: str = "both", max_words: int = MAX_WORDS
     ):
         if tall not in TALL:
             raise ValueError(f"tall={tall!r}: expected one of {', '.join(TALL)}")
@@ -82,9 +86,16 @@ class PageReader:
         order = reading_order(quads)
         quads, scores = quads[order], scores[order]
         lap("detect")
-        crops = [crop(bgr, q, self.tall) for q in quads]
+        crops = [crop(bgr, q, "keep" if self.tall == "keep" else "rotate") for q in quads]
+        # "both": a vertical word is also read turned the other way (its counterclockwise turn, half a turn further).
+        turned = [i for i, q in enumerate(quads) if self.tall == "both" and is_tall(q)]
+        crops += [np.ascontiguousarray(np.rot90(crops[i], 2)) for i in turned]
         lap("crop")
         readings = list(self.recognizer(crops)) if crops else []
+        for i, other in zip(turned, readings[len(quads) :]):
+            if other[1] > readings[i][1]:
+                readings[i] = other
+        readings = readings[: len(quads)]
         lap("recognize")
         words = [Word(q, text, float(conf), float(s), flag) for q, s, (text, conf, flag) in zip(quads, scores, readings)]
         return Page(words, note, seconds)

@@ -256,7 +256,7 @@ class PageModel(_StageModel):
         cv2.setNumThreads(self.int_param("threads", 1))
         try:
             options = DetectorOptions.from_params(self.params)
-            self.reader = PageReader(self.detect, self.recognize, options, self.params.get("tall", "rotate"), MAX_WORDS)
+            self.reader = PageReader(self.detect, self.recognize, options, self.params.get("tall", "both"), MAX_WORDS)
         except ValueError as e:
             raise pb_utils.TritonModelException(f"{self.name}: {e}") from None
         self.families = (pb_utils.MetricFamily(REJECTED_METRIC, "Images refused by the preprocessor, by reason", pb_utils.MetricFamily.COUNTER),)
