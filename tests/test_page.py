@@ -218,3 +218,21 @@ def test_the_perf_split_charges_each_model_its_own_time():
         "spin_ocr": {"compute_infer_ms": 0.0, "requests_ok": 10},
     }
     assert split_per_page(stats, 10) == {"detection network": 150.0, "recognition": 20.0, REST: 30.0}
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="the shipped default weights are not in this checkout")
+def test_vertical_words_are_read_whichever_way_they_turn(detector):
+    """Words turned 90 degrees either way: tall=both (served) reads all of them; PaddleOCR's counterclockwise turn
+    (tall=rotate) only those turned clockwise."""
+    from spinrec.page.read import PageReader, pipeline_recognizer
+    from spinrec.pipeline import Pipeline
+
+    recognizer = pipeline_recognizer(Pipeline.open(DEFAULT_WEIGHTS))
+    words = ("market", "hotel", "station", "garden")
+    read = {}
+    for tall in ("both", "rotate"):
+        for angle in (90, -90):
+            page, _ = synthetic_page(tuple((w, (200 + 280 * i, 360), angle, 1.6) for i, w in enumerate(words)))
+            read[tall, angle] = sorted(w.text for w in PageReader(detector, recognizer, tall=tall)(page).words)
+    assert read["both", 90] == read["both", -90] == read["rotate", -90] == sorted(words)
+    assert not set(read["rotate", 90]) & set(words)
