@@ -206,13 +206,13 @@ def recognition_on_truth(pairs: Sequence[tuple[Path, Path]], url: str, protocol:
     return out
 
 
-#: The demonstration picture's words: (text, centre x, centre y, angle in degrees, Hershey scale, BGR colour).
+#: The demonstration picture's words: (text, centre, angle in degrees, Hershey scale, BGR colour).
 DEMO_WORDS = (
-    ("coffee", 330, 170, 4, 3.2, (30, 30, 200)),
-    ("open", 900, 180, -6, 2.6, (250, 250, 250)),
-    ("daily", 640, 400, 0, 2.4, (20, 20, 20)),
-    ("espresso", 380, 600, -10, 2.2, (240, 240, 240)),
-    ("2026", 960, 560, 8, 2.4, (40, 200, 240)),
+    ("coffee", (330, 170), 4, 3.2, (30, 30, 200)),
+    ("open", (900, 180), -6, 2.6, (250, 250, 250)),
+    ("daily", (640, 400), 0, 2.4, (20, 20, 20)),
+    ("espresso", (380, 600), -10, 2.2, (240, 240, 240)),
+    ("2026", (960, 560), 8, 2.4, (40, 200, 240)),
 )
 
 
@@ -221,19 +221,12 @@ def demo_photograph() -> bytes:
     made only from the project's own files, for the README's drawn result."""
     import cv2
 
+    from spinrec.page.synthetic import synthetic_page
     from spinrec.training import scene
 
     wall = cv2.imread(str(Path(scene.__file__).parent / "backgrounds" / "brick.jpg"), cv2.IMREAD_COLOR)
-    page = cv2.resize(wall, (1280, 720), interpolation=cv2.INTER_CUBIC).astype(np.float32)
-    for text, cx, cy, angle, scale, colour in DEMO_WORDS:
-        (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, scale, 5)
-        ink = np.zeros((h + base, w), np.uint8)
-        cv2.putText(ink, text, (0, h), cv2.FONT_HERSHEY_DUPLEX, scale, 255, 5, cv2.LINE_AA)
-        m = cv2.getRotationMatrix2D((w / 2, (h + base) / 2), angle, 1.0)
-        m[:, 2] += [cx - w / 2, cy - (h + base) / 2]
-        alpha = cv2.warpAffine(ink, m, (1280, 720))[:, :, None] / 255.0
-        page = page * (1 - alpha) + np.array(colour, np.float32) * alpha
-    return cv2.imencode(".jpg", page.clip(0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    page, _ = synthetic_page(DEMO_WORDS, background=wall, font=cv2.FONT_HERSHEY_DUPLEX, thickness=5)
+    return cv2.imencode(".jpg", page, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
 
 def write_demo(path: Path, url: str, protocol: str) -> None:

@@ -16,20 +16,26 @@ PAGE_WORDS = (
 )
 
 
-def synthetic_page(words=PAGE_WORDS, size=(720, 1280), seed=0) -> tuple[np.ndarray, list[np.ndarray]]:
-    """A light, noisy 1280x720 BGR page with ``words`` drawn dark at their centres and angles, and each word's
-    tight quadrilateral (its text box rotated with it), corners clockwise from the top left."""
+def synthetic_page(
+    words=PAGE_WORDS, size=(720, 1280), seed=0, background: np.ndarray | None = None, font: int = cv2.FONT_HERSHEY_SIMPLEX, thickness: int = 3
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A light, noisy 1280x720 BGR page (or ``background`` resized to ``size``) with ``words`` drawn at their centres
+    and angles, dark unless a word has a fifth element, its BGR colour; and each word's tight quadrilateral (its text
+    box rotated with it), corners clockwise from the top left."""
     rng = np.random.default_rng(seed)
-    page = np.full((*size, 3), 230, np.uint8) + rng.integers(0, 16, (*size, 3), dtype=np.uint8)
+    if background is None:
+        page = np.full((*size, 3), 230, np.uint8) + rng.integers(0, 16, (*size, 3), dtype=np.uint8)
+    else:
+        page = cv2.resize(background, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
     quads = []
-    for word, (cx, cy), angle, scale in words:
-        (w, h), base = cv2.getTextSize(word, cv2.FONT_HERSHEY_SIMPLEX, scale, 3)
+    for word, (cx, cy), angle, scale, *colour in words:
+        (w, h), base = cv2.getTextSize(word, font, scale, thickness)
         patch = np.zeros((h + base, w), np.uint8)
-        cv2.putText(patch, word, (0, h), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, 3, cv2.LINE_AA)
+        cv2.putText(patch, word, (0, h), font, scale, 255, thickness, cv2.LINE_AA)
         m = cv2.getRotationMatrix2D((w / 2, (h + base) / 2), angle, 1.0)
         m[:, 2] += [cx - w / 2, cy - (h + base) / 2]
         ink = cv2.warpAffine(patch, m, (size[1], size[0]))[:, :, None] / 255.0
-        page = (page * (1 - ink) + np.array([40, 30, 20]) * ink).astype(np.uint8)
+        page = (page * (1 - ink) + np.array(colour[0] if colour else (40, 30, 20)) * ink).astype(np.uint8)
         corners = np.array([[0, 0], [w, 0], [w, h + base], [0, h + base]], np.float32)
         quads.append(cv2.transform(corners[None], m)[0])
     return page, quads
