@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -105,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         "levels": levels,
         "in_process_ms_per_page": in_process_split(images, args.repository) if args.repository else None,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # Absolute times on a shared machine mean little without what else ran: the 1-minute load average.
+        "load_average_at_end": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
     }
     (args.out / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [
@@ -119,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {lv['concurrency']} | {lv['throughput'] or 0:.2f} | {lv['p50_ms'] or 0:.0f} | {lv['p95_ms'] or 0:.0f} | "
             f"{s.get('detection network', 0):.0f} | {s.get('recognition', 0):.0f} | {s.get(REST, 0):.0f} |"
         )
+    lines += ["", f"{record['cpus']} CPUs, 1-minute load average {record['load_average_at_end']:.1f} at the end of the run."]
     if record["in_process_ms_per_page"]:
         lines += ["", "In process, the same pipeline (median ms per page): " + ", ".join(f"{k} {v:.1f}" for k, v in record["in_process_ms_per_page"].items())]
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
