@@ -222,9 +222,9 @@ def demo_photograph() -> bytes:
     import cv2
 
     from spinrec.page.synthetic import synthetic_page
-    from spinrec.training import scene
 
-    wall = cv2.imread(str(Path(scene.__file__).parent / "backgrounds" / "brick.jpg"), cv2.IMREAD_COLOR)
+    # The file only: importing spinrec.training (above evaluation in the package's layers) is not needed for a picture.
+    wall = cv2.imread(str(Path(__file__).resolve().parents[1] / "training" / "backgrounds" / "brick.jpg"), cv2.IMREAD_COLOR)
     page, _ = synthetic_page(DEMO_WORDS, background=wall, font=cv2.FONT_HERSHEY_DUPLEX, thickness=5)
     return cv2.imencode(".jpg", page, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
