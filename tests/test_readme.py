@@ -4,7 +4,7 @@ The examples are read from the two READMEs (their ```bash and ```python blocks).
 commands (a paragraph that continues lines with ``\\`` or ``|``, or sets shell variables, stays one command);
 each command is run by bash, each Python block by the venv's python, in a scratch folder laid out as the
 examples assume: the checkout's ``.venv``, ``perf`` and ``weights`` (links), ``path/to/crops/``, ``a.png``,
-``hello.png``, ``tiny.png``, ``samples/``, ``word1.png``, ``word2.jpg``, ``spin.safetensors`` and an LMDB
+``hello.png``, ``tiny.png``, ``samples/``, ``word1.png``, ``word2.jpg``, ``spin.safetensors``, ``photo.jpg`` (the synthetic page) and an LMDB
 ``BENCH_LMDB``, all real images (rendered words). The venv's ``bin`` is first on PATH, as for a user who
 installed the client.
 
@@ -36,6 +36,7 @@ import numpy as np
 import pytest
 
 from conftest import DEFAULT_WEIGHTS, REPO_ROOT, TritonServer
+from spinrec.page.synthetic import PAGE_WORDS, synthetic_page
 
 pytestmark = pytest.mark.slow
 
@@ -165,6 +166,7 @@ def scratch(tmp_path_factory) -> Path:
     (root / "word1.png").write_bytes(_word("model"))
     (root / "word2.jpg").write_bytes(_word("serve", ".jpg"))
     (root / "spin.safetensors").symlink_to(DEFAULT_WEIGHTS)
+    cv2.imwrite(str(root / "photo.jpg"), synthetic_page()[0])
     _lmdb(root / "BENCH_LMDB", {w: _word(w) for w in WORDS})
     return root
 
@@ -234,6 +236,19 @@ def library_reads_samples(done, scratch, server, example):
     ]
 
 
+def page_read_and_drawn(done, scratch, server, example):
+    assert done.returncode == 0, done.stderr
+    assert [line.split("\t")[1] for line in done.stdout.splitlines()] == [w for w, *_ in PAGE_WORDS]
+    drawn = cv2.imread(str(scratch / "photo_words.png"))
+    assert drawn is not None and drawn.shape == cv2.imread(str(scratch / "photo.jpg")).shape
+
+
+def page_json(done, scratch, server, example):
+    assert done.returncode == 0, done.stderr
+    (page,) = _json_lines(done.stdout)
+    assert [w["text"] for w in page["words"]] == [w for w, *_ in PAGE_WORDS] and len(page["words"][0]["quad"]) == 4
+
+
 def ran(done, scratch, server, example):
     assert done.returncode == 0, done.stderr
 
@@ -249,6 +264,8 @@ DECISIONS: list[tuple[str, str, Check | str]] = [
     ("README.md", "bash scripts/test.sh", "the test suite itself (CI runs it)"),
     ("README.md", "path/to/crops/ --json", crops_through_client),
     ("README.md", "spinrec recognize 'path/to/crops/*.png'", crops_in_process),
+    ("README.md", "--page photo.jpg --draw photo_words.png", page_read_and_drawn),
+    ("README.md", "--page photo.jpg --json", page_json),
     ("README.md", "img=a.png", curl_reads),
     ("README.md", "perf_analyzer -m spin_ocr", perf_analyzer_measures),
     ("README.md", "python -m builders.build_plugin", "TensorRT and a GPU: scripts/gpu_check.sh builds, verifies and serves the engine"),
