@@ -34,11 +34,16 @@ def _recognize(args: argparse.Namespace) -> int:
     if args.weights is None and not DEFAULT_WEIGHTS.is_file():
         print(f"spinrec: error: no --weights and no shipped default ({DEFAULT_WEIGHTS})", file=sys.stderr)
         return 2
-    if args.char_probs and not args.json:
-        print("spinrec: error: --char-probs needs --json", file=sys.stderr)
+    if args.char_probs and (args.page or not args.json):
+        print(f"spinrec: error: --char-probs {'is for word images, not --page' if args.page else 'needs --json'}", file=sys.stderr)
+        return 2
+    if args.draw and not args.page:
+        print("spinrec: error: --draw draws a photograph's words: add --page", file=sys.stderr)
         return 2
     recognizer = Pipeline.open(args.weights or DEFAULT_WEIGHTS, stop_at_eos=not args.paddle_decoding)
     items = collect(args.images)
+    if args.page:
+        return _recognize_pages(recognizer, items, args)
     results: list[Result] = []
     with tqdm(total=len(items), desc="recognize", unit="img", file=sys.stderr, disable=len(items) < 2 * recognizer.batch_size) as bar:
         for start in range(0, len(items), recognizer.batch_size):  # one batch at a time, for the progress bar
@@ -59,6 +64,37 @@ def _recognize(args: argparse.Namespace) -> int:
     if len(results) > 1 or failed or flagged:
         print(f"spinrec: {len(results) - failed}/{len(results)} images read, {flagged} flagged", file=sys.stderr)
     return 1 if failed or flagged else 0
+
+
+def _recognize_pages(recognizer, items, args: argparse.Namespace) -> int:
+    """``recognize --page``: whole photographs in process, spin_page's pipeline with the detector on ONNX Runtime and
+    the recognizer in PyTorch; printed, drawn and counted as ``spinrec-client --page`` does."""
+    import numpy as np
+
+    from spinrec_client.cli import report_pages
+    from spinrec_client.page import PageResult, Word
+    from spinrec.page.detector import DetectorError, find_detector
+    from spinrec.page.read import PageReader, pipeline_recognizer, refusal
+    from spinrec.runtime import open_encoder
+
+    try:
+        detector = open_encoder("onnxruntime", find_detector(args.detector), None, "fp32")
+    except DetectorError as e:
+        print(f"spinrec: error: {e}", file=sys.stderr)
+        return 2
+    reader = PageReader(detector, pipeline_recognizer(recognizer))
+
+    def read(data: bytes) -> PageResult:
+        try:
+            page = reader(data)
+        except ImageError as e:
+            raise ImageError(refusal(e), e.reason) from None
+        words = [Word(np.round(w.quad, 1).tolist(), w.text, w.confidence, w.score, w.flag) for w in page.words]
+        return PageResult(words, page.note)
+
+    failed, words = report_pages(items, read, ImageError, args)
+    print(f"spinrec: {len(items) - failed}/{len(items)} photographs read, {words} words", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -85,12 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("src")
     p.add_argument("dst")
     p.set_defaults(func=_convert)
-    p = sub.add_parser("recognize", help="read word images with the PyTorch reference pipeline")
+    p = sub.add_parser("recognize", help="read word images (or, with --page, whole photographs) with the PyTorch reference pipeline")
     p.add_argument("images", nargs="+", help="image files, directories (their images, recursively), globs, or - (stdin)")
     p.add_argument("--weights", type=Path, help=f"safetensors checkpoint (default: the shipped {DEFAULT_WEIGHTS.name})")
     p.add_argument("--paddle-decoding", action="store_true", help="PaddleOCR's decoding (never stops at eos)")
     p.add_argument("--json", action="store_true", help="JSON lines: path, text, confidence, flag if any (or error)")
     p.add_argument("--char-probs", action="store_true", help="with --json: add each character's probability")
+    p.add_argument("--page", action="store_true", help="each image is a whole photograph: find its words and read them (as spin_page does)")
+    p.add_argument("--draw", metavar="OUT", help="with --page: draw the words found into OUT (a PNG, or a folder of them for several photographs)")
+    p.add_argument("--detector", type=Path, help="with --page: the text detector's ONNX graph (default: PP-OCRv6 det small from the installed rapidocr)")
     p.set_defaults(func=_recognize)
     p = sub.add_parser("init", help="write a deterministic untrained checkpoint (for plumbing tests)")
     p.add_argument("dst")

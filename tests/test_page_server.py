@@ -109,3 +109,26 @@ def test_the_client_reads_and_draws_a_photograph(default_server, page_png, tmp_p
     bad.write_bytes(b"not a photograph")
     done = subprocess.run(cmd[:4] + [str(bad)] + cmd[6:10], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "ERROR: image refused (unrecognised)" in done.stderr
+
+
+def test_recognize_page_in_process_agrees_with_the_client(default_server, page_png, tmp_path):
+    """``spinrec recognize --page`` (PyTorch, the detector on ONNX Runtime) prints the client's lines: the same words,
+    corners within 2 pixels, the same refusal message and exit status for a photograph that cannot be read."""
+    photo, bad = tmp_path / "page.png", tmp_path / "bad.jpg"
+    photo.write_bytes(page_png)
+    bad.write_bytes(b"not a photograph")
+    runs = {
+        "client": [sys.executable, "-m", "spinrec_client", "--page", "-i", "grpc", "-u", default_server.grpc_url],
+        "in_process": [sys.executable, "-m", "spinrec", "recognize", "--page"],
+    }
+    lines, errors = {}, {}
+    for name, cmd in runs.items():
+        done = subprocess.run(cmd + [str(photo), str(bad)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 1, done.stderr
+        lines[name] = [line.split("\t") for line in done.stdout.splitlines()]
+        errors[name] = [line for line in done.stderr.splitlines() if "\tERROR: " in line]
+    assert [row[1] for row in lines["client"]] == [row[1] for row in lines["in_process"]] == ["hello", "world", "triton", "server", "page"]
+    for a, b in zip(lines["client"], lines["in_process"]):
+        ours, theirs = ([[float(v) for v in corner.split(",")] for corner in row[3].split()] for row in (a, b))
+        assert np.abs(np.array(ours) - np.array(theirs)).max() <= 2
+    assert errors["client"] == errors["in_process"] == [f"{bad}\tERROR: image refused (unrecognised): not a recognised image, or its header is truncated (16 bytes starting b'not a ph')"]

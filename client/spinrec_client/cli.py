@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.draw and not args.page:
         parser.error("--draw draws a photograph's words: add --page")
     if args.char_probs and (args.page or not args.json):
-        parser.error("--char-probs adds to --json lines of word images (not --page)")
+        parser.error(f"--char-probs {'is for word images, not --page' if args.page else 'needs --json'}")
     if not args.images and not args.list:
         parser.error("give image paths, directories, globs, - or --list FILE")
     if args.images.count("-") + (args.list == "-") > 1:
@@ -110,46 +110,56 @@ def report(r: Result, as_json: bool) -> None:
 def read_pages(items: list[tuple[str, bytes | Exception]], args: argparse.Namespace) -> int:
     """``--page``: every photograph in one request each; exit status as :func:`main`'s (a photograph the server
     refuses, or one it could only read in part, counts as failed)."""
-    from pathlib import Path
-
     try:
         client = PageClient(args.url, args.protocol, args.timeout)
     except ClientError as e:
         print(f"client: error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.draw) if args.draw else None
-    if out is not None and len(items) > 1:
-        out.mkdir(parents=True, exist_ok=True)
-    failed = words = 0
     start = time.perf_counter()
     with client:
-        for path, data in items:
-            try:
-                if isinstance(data, Exception):
-                    raise PageError(str(data))
-                page = client.read(data)
-            except PageError as e:
-                failed += 1
-                print(json.dumps({"path": path, "error": str(e)}) if args.json else f"{path}\tERROR: {e}", file=sys.stdout if args.json else sys.stderr)
-                continue
-            failed += bool(page.flag)
-            words += len(page.words)
-            if args.json:
-                print(json.dumps({"path": path, **page.to_dict()}, ensure_ascii=False))
-            else:
-                for w in page.words:
-                    corners = " ".join(f"{x:g},{y:g}" for x, y in w.quad)
-                    print(f"{path}\t{w.text}\t{w.confidence:.4f}\t{corners}" + (f"\tFLAG: {w.flag}" if w.flag else ""))
-                if page.flag:
-                    print(f"{path}\tPAGE FLAG: {page.flag}", file=sys.stderr)
-            if out is not None:
-                from spinrec_client.draw import draw_words
-
-                target = out if len(items) == 1 else out / f"{Path(path).stem}.png"
-                draw_words(data, [(w.quad, w.text, None) for w in page.words]).save(target)
+        failed, words = report_pages(items, client.read, PageError, args)
     print(
         f"client: {len(items) - failed}/{len(items)} photographs read, {words} words, in {time.perf_counter() - start:.2f} s "
         f"({args.protocol}://{client.url})",
         file=sys.stderr,
     )
     return 1 if failed else 0
+
+
+def report_pages(items, read, refused: type[Exception] | tuple[type[Exception], ...], args: argparse.Namespace) -> tuple[int, int]:
+    """Read each photograph of ``items`` with ``read`` (bytes -> :class:`~spinrec_client.page.PageResult`, raising
+    ``refused`` for one it cannot read) and report it: a line per word (``path<TAB>text<TAB>confidence<TAB>x,y x,y x,y
+    x,y``, ``<TAB>FLAG: reason`` when doubtful) or, with ``args.json``, a JSON line per photograph; errors on stderr;
+    ``args.draw``: the words drawn into a PNG (a folder of them for several photographs). Returns (photographs that
+    failed or were read only in part, words read). ``spinrec recognize --page`` reports through this too."""
+    from pathlib import Path
+
+    out = Path(args.draw) if args.draw else None
+    if out is not None and len(items) > 1:
+        out.mkdir(parents=True, exist_ok=True)
+    failed = words = 0
+    for path, data in items:
+        try:
+            if isinstance(data, Exception):
+                raise PageError(str(data))
+            page = read(data)
+        except (PageError, refused) as e:  # type: ignore[misc]
+            failed += 1
+            print(json.dumps({"path": path, "error": str(e)}) if args.json else f"{path}\tERROR: {e}", file=sys.stdout if args.json else sys.stderr)
+            continue
+        failed += bool(page.flag)
+        words += len(page.words)
+        if args.json:
+            print(json.dumps({"path": path, **page.to_dict()}, ensure_ascii=False))
+        else:
+            for w in page.words:
+                corners = " ".join(f"{x:g},{y:g}" for x, y in w.quad)
+                print(f"{path}\t{w.text}\t{w.confidence:.4f}\t{corners}" + (f"\tFLAG: {w.flag}" if w.flag else ""))
+            if page.flag:
+                print(f"{path}\tPAGE FLAG: {page.flag}", file=sys.stderr)
+        if out is not None:
+            from spinrec_client.draw import draw_words
+
+            target = out if len(items) == 1 else out / f"{Path(path).stem}.png"
+            draw_words(data, [(w.quad, w.text, None) for w in page.words]).save(target)
+    return failed, words

@@ -15,7 +15,7 @@ import numpy as np
 
 from spinrec.contract import MAX_WORDS
 from spinrec.page.detect import DetectorOptions, boxes, crop, is_tall, prepare, reading_order
-from spinrec.preprocess import ImageInput, decode_image
+from spinrec.preprocess import ImageError, ImageInput, decode_image
 
 #: What a word crop is sent to the recognizer as: lossless and the cheapest to encode and decode.
 CROP_FORMAT = ".bmp"
@@ -99,6 +99,11 @@ class PageReader:
         lap("recognize")
         words = [Word(q, text, float(conf), float(s), flag) for q, s, (text, conf, flag) in zip(quads, scores, readings)]
         return Page(words, note, seconds)
+
+
+def refusal(error: ImageError) -> str:
+    """How a photograph that cannot be read is reported, by spin_page and in process alike."""
+    return f"image refused ({error.reason}): {error}"
 
 
 def pipeline_recognizer(pipeline) -> Recognizer:

@@ -282,6 +282,7 @@ class PageModel(_StageModel):
         return out
 
     def execute(self, requests):
+        from spinrec.page.read import refusal
         from spinrec.preprocess import ImageError
 
         responses = []
@@ -292,7 +293,7 @@ class PageModel(_StageModel):
             except ImageError as e:
                 self.rejected[e.reason].increment(1)
                 pb_utils.Logger.log_warn(f"{self.name}: request {request.request_id() or '(no id)'} {IMAGE} rejected ({e.reason}): {e}")
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"image refused ({e.reason}): {e}", pb_utils.TritonError.INVALID_ARG)))
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(refusal(e), pb_utils.TritonError.INVALID_ARG)))
                 continue
             except _ServerError as e:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e))))
