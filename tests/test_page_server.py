@@ -5,6 +5,7 @@ refused with its reason, and ``spinrec-client --page`` prints, draws and exits a
 from __future__ import annotations
 
 import json
+import time
 import subprocess
 import sys
 
@@ -132,3 +133,58 @@ def test_recognize_page_in_process_agrees_with_the_client(default_server, page_p
         ours, theirs = ([[float(v) for v in corner.split(",")] for corner in row[3].split()] for row in (a, b))
         assert np.abs(np.array(ours) - np.array(theirs)).max() <= 2
     assert errors["client"] == errors["in_process"] == [f"{bad}\tERROR: image refused (unrecognised): not a recognised image, or its header is truncated (16 bytes starting b'not a ph')"]
+
+
+def test_hostile_photographs_are_refused_and_memory_comes_back(default_server, client, page_png):
+    """Refused photographs (bombs, noise, truncated, over the pixel limit) and the largest legal ones at sizes that
+    all differ (each a new shape for the detector), four at a time: every bad one refused with its reason, and the
+    server's memory (tritonserver + every stub, RSS) within 48 MiB + 5 % of where a first round of the same left it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from perf.machine import server_memory
+    from spinrec.preprocess import MAX_PIXELS
+    from spinrec_client.page import PageClient, PageError
+
+    rng = np.random.default_rng(1)
+
+    def large(i: int) -> bytes:  # a smooth legal photograph near the pixel limit (a small file), with the page's words
+        h, w = 3000 + 37 * i, 4000 - 53 * i
+        assert h * w <= MAX_PIXELS
+        gradient = np.linspace(60, 220, w, dtype=np.float32)[None, :, None].repeat(h, 0).repeat(3, 2).astype(np.uint8)
+        gradient[500:1220, 500:1780] = synthetic_page()[0]
+        return cv2.imencode(".jpg", gradient, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+
+    def hostile(i: int) -> bytes:
+        return [
+            png_header_only(60_000, 60_000),
+            rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(),
+            page_png[: len(page_png) // 2],
+            cv2.imencode(".png", np.zeros((4097, 4097), np.uint8))[1].tobytes(),
+        ][i % 4]
+
+    def read(data: bytes):
+        with PageClient(default_server.grpc_url, "grpc") as c:
+            try:
+                return c.read(data)
+            except PageError as e:
+                return e
+
+    def round_(start: int) -> list:
+        batch = [large(start + i) if i % 3 == 0 else hostile(i) for i in range(24)]
+        with ThreadPoolExecutor(4) as pool:
+            return list(pool.map(read, batch))
+
+    port = int(default_server.http_url.rsplit(":", 1)[1])
+    round_(0)
+    baseline = server_memory(port)["total_rss_mib"]
+    outcomes = round_(1)
+    time.sleep(2)
+    after = server_memory(port)["total_rss_mib"]
+    read_ok = [o for o in outcomes if not isinstance(o, Exception)]
+    refused = [str(o) for o in outcomes if isinstance(o, Exception)]
+    assert len(read_ok) == 8 and all([w.text for w in o.words] == [w for w, *_ in PAGE_WORDS] for o in read_ok)
+    assert len(refused) == 16 and all(r.startswith("image refused (") for r in refused)
+    margin = 48 + 0.05 * baseline
+    print(f"\nserver RSS: {baseline:.0f} MiB after the first round, {after:.0f} MiB after the second (margin {margin:.0f} MiB)")
+    assert after <= baseline + margin, f"RSS grew from {baseline:.0f} to {after:.0f} MiB"
+    assert len(client.read(page_png).words) == len(PAGE_WORDS)

@@ -217,8 +217,10 @@ class DetectorModel(_StageModel):
         runtime = self.params.get("runtime", "openvino")
         if runtime not in SERVED:
             raise pb_utils.TritonModelException(f"{self.name}: runtime {runtime!r}: expected one of {', '.join(SERVED)}")
-        # The encoder's runtime layer runs any one-input, one-output graph; the detector's shapes are dynamic.
-        self.detector = open_encoder(runtime, self.artifact("onnx_file", "model.onnx"), self.int_param("threads", 1), "fp32")
+        # The encoder's runtime layer runs any one-input, one-output graph; the detector's shapes are dynamic, one per
+        # photograph size, so OpenVINO's per-shape kernel cache is bounded (its default grows without end in practice).
+        options = {"runtime_cache": self.int_param("runtime_cache", 16)} if runtime == "openvino" else {}
+        self.detector = open_encoder(runtime, self.artifact("onnx_file", "model.onnx"), self.int_param("threads", 1), "fp32", **options)
         pb_utils.Logger.log_info(f"{self.name}: detector on {self.detector.name}, precision fp32")
 
     def execute(self, requests):
