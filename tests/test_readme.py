@@ -249,6 +249,11 @@ def page_json(done, scratch, server, example):
     assert [w["text"] for w in page["words"]] == [w for w, *_ in PAGE_WORDS] and len(page["words"][0]["quad"]) == 4
 
 
+def page_library_reads(done, scratch, server, example):
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str([w for w, *_ in PAGE_WORDS])
+
+
 def ran(done, scratch, server, example):
     assert done.returncode == 0, done.stderr
 
@@ -279,6 +284,7 @@ DECISIONS: list[tuple[str, str, Check | str]] = [
     ("client/README.md", "spinrec-client samples/ -i grpc --json", shown_output),
     ("client/README.md", 'recognize(collect(["samples/"]))', library_reads_samples),
     ("client/README.md", '"10.0.0.5:8001,10.0.0.6:8001"', ran),
+    ("client/README.md", "PageClient(\"127.0.0.1:8001\"", page_library_reads),
 ]
 
 EXAMPLES = examples()
