@@ -252,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         "--gallery", type=Path,
         help="also draw every photograph with each system's words into this JPEG (keep it out of the project: the photographs are validation data)",
     )
+    parser.add_argument(
+        "--schematic", type=Path,
+        help="also draw the results without the photographs (blank canvases under the ground truth) into this PNG: the picture the report keeps",
+    )
     parser.add_argument("--demo", type=Path, help="only draw the server's reading of a demonstration picture made from the project's files into this PNG")
     args = parser.parse_args(argv)
     if args.demo:
@@ -282,24 +286,40 @@ def main(argv: list[str] | None = None) -> int:
         write_report(args.out, pairs, results, args, truth)
     if args.gallery:
         write_gallery(args.gallery, pairs, results)
+    if args.schematic:
+        write_gallery(args.schematic, pairs, results, schematic=True)
     return 0
 
 
-def write_gallery(path: Path, pairs: Sequence[tuple[Path, Path]], results: dict) -> None:
+def write_gallery(path: Path, pairs: Sequence[tuple[Path, Path]], results: dict, schematic: bool = False) -> None:
     """Every photograph with each system's words drawn, side by side: green an end-to-end hit, orange a box right
-    with the text wrong, red no word there, gray do-not-care."""
+    with the text wrong, red no word there, gray do-not-care. ``schematic``: on a blank canvas of the photograph's
+    size instead, under the ground truth (its words in light gray with their texts, do-not-care regions hatched):
+    the results without the photographs' pixels, so the picture can be kept where the photographs may not."""
+    import io
+
     from PIL import Image
 
     from spinrec_client.draw import draw_words
 
     colours = {"hit": (0, 170, 0), "matched": (255, 140, 0), "false": (220, 0, 0), "ignored": (150, 150, 150)}
     rows = []
-    for image, _ in pairs:
+    for image, truth in pairs:
         tiles = []
+        base, under = image.read_bytes(), []
+        if schematic:
+            with Image.open(io.BytesIO(base)) as opened:
+                blank = Image.new("RGB", opened.size, (250, 250, 250))
+            buffer = io.BytesIO()
+            blank.save(buffer, "PNG")
+            base = buffer.getvalue()
+            care, dont = read_ground_truth(truth)
+            under = [(b.quad, b.text, (185, 185, 185)) for b in care] + [(b.quad, "", (225, 225, 225)) for b in dont]
         for name, result in results.items():
             boxes = result["predictions"][image.name]
             outcome = result["outcomes"][image.name]
-            drawn = draw_words(image.read_bytes(), [(b.quad, b.text, colours[o]) for b, o in zip(boxes, outcome)], caption=name)
+            words = under + [(b.quad, b.text, colours[o]) for b, o in zip(boxes, outcome)]
+            drawn = draw_words(base, words, caption=f"{image.name}: {name}" if schematic else name)
             tiles.append(drawn.resize((drawn.width // 2, drawn.height // 2)))
         rows.append(tiles)
     width, height = sum(t.width for t in rows[0]), sum(r[0].height for r in rows)
@@ -339,7 +359,10 @@ def write_report(out: Path, pairs: Sequence[tuple[Path, Path]], results: dict, a
         wrong = [b.text for image, _ in pairs for b, o in zip(r["predictions"][image.name], r["outcomes"][image.name]) if o == "matched"]
         lines += ["", f"{name}: read right {read}; found but misread {wrong}"]
     lines += ["", f"Command: `python -m spinrec.evaluation.pages --pages {args.pages} --url {args.url} -i {args.protocol} --out {out}`"
-              " (`--gallery PATH` draws the photographs with each system's words; the gallery stays out of the project)."]  # fmt: skip
+              " --schematic reports/pages_dev/gallery_schematic.png (`--gallery PATH` draws the photographs themselves with each system's words; that"
+              " gallery stays out of the project). `gallery_schematic.png`: each system's words on a blank canvas of each photograph's size,"
+              " over the ground truth (light gray, with its texts; do-not-care regions pale): green an end-to-end hit, orange a box right"
+              " with the text wrong, red no word there, gray inside a do-not-care region."]  # fmt: skip
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
