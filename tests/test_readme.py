@@ -311,7 +311,7 @@ def test_every_example_has_a_decision():
     for example in EXAMPLES:
         decision(example)
     ids = {e.id for e in EXAMPLES}
-    assert "README.md:27:grpc" in ids and sum(e.doc == "client/README.md" for e in EXAMPLES) >= 3, sorted(ids)
+    assert any(i.startswith("README.md:") and i.endswith(":grpc") for i in ids) and sum(e.doc == "client/README.md" for e in EXAMPLES) >= 3, sorted(ids)
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.id)
